@@ -1,0 +1,22 @@
+"""``none``: publish the clean data. The reference row every leaderboard section starts with."""
+from __future__ import annotations
+
+from bench.attack import Attack, AttackContext
+from bench.perturbation import Perturbation
+from bench.threat import ThreatModel
+from registry import ATTACKS
+from registry.lazy import lazy_import
+
+torch = lazy_import("torch")
+
+
+@ATTACKS.register(
+    "none",
+    description="Clean data, no perturbation (the reference row)",
+    threat=ThreatModel("none", None),
+    category="baseline",
+)
+class NoAttack(Attack):
+    def generate(self, train, ctx: AttackContext) -> Perturbation:
+        c, h, w = train.x.shape[1:]
+        return Perturbation(torch.zeros(train.num_classes, c, h, w), mode="class")

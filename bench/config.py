@@ -1,0 +1,186 @@
+"""The matrix config: datasets × attacks × defense stacks × archs × seeds, validated up front.
+
+Every model is ``extra='forbid'``: a typo is an error naming the field, never a silently
+ignored key. `load_matrix` validates the whole matrix, including every plugin name and its
+params against the plugin's own model, before any work starts.
+
+YAML shorthand: an attack or a defense may be written as a bare name (``random``), or as
+``{name, params, label}``; a defense entry may be a list of those (a stack, applied in
+order). ``epsilon: 8`` means 8/255.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bench.perturbation import ApplyConfig
+from bench.train_config import TrainConfig
+from registry import ATTACKS, DATASETS, DEFENSES, RegistryError, one_line
+
+
+class ConfigError(ValueError):
+    """A config is invalid; the message is one line naming the field and the fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def canonical_json(obj: Any) -> str:
+    """Key-sorted, compact JSON: the one serialization hashed and written to result rows."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False, default=str)
+
+
+def short_hash(obj: Any, n: int = 12) -> str:
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:n]
+
+
+class PluginSpec(_Strict):
+    """A plugin by name plus its params (validated against the plugin's own model)."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    label: str | None = Field(None, description="display name in the leaderboard")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, v: Any) -> Any:
+        return {"name": v} if isinstance(v, str) else v
+
+    def display(self, defaults: dict[str, Any]) -> str:
+        """``label``, else the name plus the params that differ from the plugin's defaults."""
+        if self.label:
+            return self.label
+        diff = {k: v for k, v in self.params.items() if defaults.get(k, object()) != v}
+        if not diff:
+            return self.name
+        return f"{self.name}[{','.join(f'{k}={_fmt(v)}' for k, v in sorted(diff.items()))}]"
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+class AttackSpec(PluginSpec):
+    pass
+
+
+class DefenseSpec(PluginSpec):
+    pass
+
+
+class DatasetSpec(_Strict):
+    """A dataset plus the deterministic stratified subset taken from it."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    n_train: int | None = Field(None, ge=2, description="stratified train subset (null: all)")
+    n_test: int | None = Field(None, ge=1, description="stratified test subset (null: all)")
+    subset_seed: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, v: Any) -> Any:
+        return {"name": v} if isinstance(v, str) else v
+
+
+class Matrix(_Strict):
+    """A whole benchmark run. Cells = datasets × attacks × defenses × archs × seeds."""
+
+    name: str = Field("run", pattern=r"^[A-Za-z0-9_.-]+$")
+    datasets: list[DatasetSpec] = Field(min_length=1)
+    attacks: list[AttackSpec] = Field(min_length=1)
+    defenses: list[list[DefenseSpec]] = Field(default_factory=lambda: [[DefenseSpec(name="standard")]])
+    archs: list[str] = Field(min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    poison_ratio: float = Field(1.0, gt=0, le=1)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    apply: ApplyConfig = Field(default_factory=ApplyConfig)
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
+    data_root: str | None = Field(None, description="where datasets live (overridden by --data-root)")
+
+    @field_validator("defenses", mode="before")
+    @classmethod
+    def _stacks(cls, v: Any) -> Any:
+        return [d if isinstance(d, list) else [d] for d in v] if isinstance(v, list) else v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v in ("auto", "cpu", "cuda", "mps") or v.startswith("cuda:"):
+            return v
+        raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
+
+    @model_validator(mode="after")
+    def _plugins(self) -> "Matrix":
+        """Resolve every plugin name and validate its params now, before any work."""
+        for i, d in enumerate(self.datasets):
+            _check(DATASETS, d.name, d.params, f"datasets[{i}]")
+        for i, a in enumerate(self.attacks):
+            _check(ATTACKS, a.name, a.params, f"attacks[{i}]")
+        for i, stack in enumerate(self.defenses):
+            for j, d in enumerate(stack):
+                _check(DEFENSES, d.name, d.params, f"defenses[{i}][{j}]")
+        labels = [self.attack_label(a) for a in self.attacks]
+        dup = sorted({x for x in labels if labels.count(x) > 1})
+        if dup:
+            raise ValueError(f"attacks: duplicate entries {dup}; give them distinct params or a label")
+        return self
+
+    def attack_label(self, a: AttackSpec) -> str:
+        return a.display(ATTACKS.get(a.name).params().model_dump())
+
+    def defense_label(self, stack: list[DefenseSpec]) -> str:
+        return "+".join(d.display(DEFENSES.get(d.name).params().model_dump()) for d in stack)
+
+
+def _check(reg, name: str, params: dict, where: str) -> None:
+    try:
+        reg.validate(name, params)
+    except RegistryError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
+def load_matrix(path: str | Path, overrides: dict[str, Any] | None = None) -> Matrix:
+    """Read and validate a matrix YAML; raise ConfigError with one line on any problem."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of fields (datasets, attacks, archs, …)")
+    raw.setdefault("name", path.stem)
+    raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return parse_matrix(raw, str(path))
+
+
+def parse_matrix(raw: dict, where: str = "config") -> Matrix:
+    try:
+        return Matrix.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: {_matrix_error(exc)}") from None
+
+
+def _matrix_error(exc: ValidationError) -> str:
+    allowed = {f"train.{k}" for k in TrainConfig.model_fields} | set(Matrix.model_fields)
+    msg = one_line(exc)
+    first = exc.errors()[0]
+    if first["type"] == "extra_forbidden":
+        loc = ".".join(str(p) for p in first["loc"])
+        scope = loc.rsplit(".", 1)[0] + "." if "." in loc else ""
+        names = sorted(a[len(scope):] for a in allowed if a.startswith(scope) and "." not in a[len(scope):])
+        close = difflib.get_close_matches(loc.rsplit(".", 1)[-1], names, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        msg = f"{loc}: unknown field{hint} (allowed: {', '.join(names)})"
+    return msg

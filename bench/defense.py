@@ -1,0 +1,155 @@
+"""The defense plugin seam: hooks into the trainer, each a no-op by default.
+
+A defense is what the exploiter does against a poison. It never re-implements the training
+loop; it overrides some of these hooks, which the trainer calls at fixed points:
+
+==================  =====================================================================
+``transform_train`` uint8 (N, C, H, W) → uint8, once before training (grayscale, BDR, JPEG)
+``transform_test``  the same for the clean test set (Going Grayscale grays the test set too)
+``batch_transform`` float batch after crop/flip → (x, y); y may become soft (mixup, cutmix)
+``training_step``   replaces forward/backward for a batch and returns the loss (AT)
+``param_groups``    optimizer parameter groups, each with an ``lr_mult`` (ST's per-layer rates)
+``on_epoch_end``    may return ``"rollback"`` to restore the last good epoch (ST)
+``extra_stages``    further training stages after the main one (ST-Full's fine-tuning)
+==================  =====================================================================
+
+A `DefenseStack` composes several defenses in order, e.g. ``[grayscale, mixup]``.
+``cost`` declares the forward+backward passes per step relative to standard training, so the
+leaderboard can show what a defense costs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel
+
+from registry import DEFENSES
+
+if TYPE_CHECKING:
+    import torch
+
+    from bench.trainer import EpochState
+
+EpochAction = Literal["continue", "rollback"]
+
+
+class Defense:
+    """Base class of defense plugins; ``params`` is the validated params model."""
+
+    cost: float = 1.0
+
+    def __init__(self, params: BaseModel):
+        self.params = params
+
+    def setup(self, model: "torch.nn.Module", train: Any, test: Any, num_classes: int) -> None:
+        """Called once before training with the model and the (transformed) data."""
+
+    def transform_train(self, x: "torch.Tensor") -> "torch.Tensor":
+        return x
+
+    def transform_test(self, x: "torch.Tensor") -> "torch.Tensor":
+        return x
+
+    def batch_transform(self, x: "torch.Tensor", y: "torch.Tensor", g: "torch.Generator"):
+        return x, y
+
+    def training_step(self, model: "torch.nn.Module", x: "torch.Tensor", y: "torch.Tensor", loss_fn) -> "torch.Tensor | None":
+        """Return the loss to back-propagate, or None for the standard forward pass."""
+        return None
+
+    def param_groups(self, model: "torch.nn.Module") -> list[dict] | None:
+        return None
+
+    def on_epoch_end(self, state: "EpochState") -> EpochAction | None:
+        return None
+
+    def extra_stages(self) -> list[dict]:
+        """Each dict overrides TrainConfig fields for one more stage (e.g. ``{"epochs": 10, "lr": 0.01}``)."""
+        return []
+
+    def report(self) -> dict:
+        """Extra facts for the result row (e.g. ST's rollback count)."""
+        return {}
+
+
+@dataclass
+class DefenseStack:
+    """Defenses applied together, in order. An empty stack is standard training."""
+
+    defenses: list[Defense] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, specs: list[tuple[str, dict]]) -> "DefenseStack":
+        ds = [DEFENSES.create(name, **params) for name, params in specs]
+        stack = cls(ds, [n for n, _ in specs])
+        stack._check()
+        return stack
+
+    def _check(self) -> None:
+        for hook in ("training_step", "param_groups"):
+            owners = [n for n, d in zip(self.names, self.defenses) if _overrides(d, hook)]
+            if len(owners) > 1:
+                raise ValueError(f"defense stack {self.names}: {' and '.join(owners)} both override {hook}; use one")
+
+    def overrides(self, hook: str) -> bool:
+        """Whether any defense in the stack implements ``hook``."""
+        return any(_overrides(d, hook) for d in self.defenses)
+
+    @property
+    def cost(self) -> float:
+        c = 1.0
+        for d in self.defenses:
+            c *= d.cost
+        return c
+
+    def setup(self, model, train, test, num_classes) -> None:
+        for d in self.defenses:
+            d.setup(model, train, test, num_classes)
+
+    def transform_train(self, x):
+        for d in self.defenses:
+            x = d.transform_train(x)
+        return x
+
+    def transform_test(self, x):
+        for d in self.defenses:
+            x = d.transform_test(x)
+        return x
+
+    def batch_transform(self, x, y, g):
+        for d in self.defenses:
+            x, y = d.batch_transform(x, y, g)
+        return x, y
+
+    def training_step(self, model, x, y, loss_fn):
+        for d in self.defenses:
+            out = d.training_step(model, x, y, loss_fn)
+            if out is not None:
+                return out
+        return None
+
+    def param_groups(self, model):
+        for d in self.defenses:
+            groups = d.param_groups(model)
+            if groups is not None:
+                return groups
+        return None
+
+    def on_epoch_end(self, state) -> EpochAction:
+        actions = [d.on_epoch_end(state) for d in self.defenses]
+        return "rollback" if "rollback" in actions else "continue"
+
+    def extra_stages(self) -> list[dict]:
+        return [s for d in self.defenses for s in d.extra_stages()]
+
+    def report(self) -> dict:
+        out: dict = {}
+        for d in self.defenses:
+            out.update(d.report())
+        return out
+
+
+def _overrides(defense: Defense, hook: str) -> bool:
+    return getattr(type(defense), hook) is not getattr(Defense, hook)

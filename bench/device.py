@@ -1,0 +1,46 @@
+"""Device selection and seeding, in one place."""
+from __future__ import annotations
+
+import os
+import random
+from typing import TYPE_CHECKING
+
+from registry.lazy import lazy_import
+
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = lazy_import("torch")
+
+
+def resolve_device(device: "str | torch.device | None" = None) -> "torch.device":
+    """``auto``/None → CUDA if available, else MPS, else CPU; anything else as given."""
+    if isinstance(device, torch.device):
+        return device
+    if device in (None, "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (model init draws from torch's global generator)."""
+    random.seed(seed)
+    os.environ.setdefault("PYTHONHASHSEED", str(seed))
+    try:
+        import numpy as np
+
+        np.random.seed(seed % 2**32)
+    except ImportError:  # pragma: no cover
+        pass
+    torch.manual_seed(seed)
+
+
+def device_name(device: "torch.device") -> str:
+    """A readable device description for result rows (e.g. ``cuda:NVIDIA A100`` or ``cpu:2t``)."""
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return f"{device.type}:{torch.get_num_threads()}t"

@@ -1,0 +1,291 @@
+"""The exploiter's training engine, built for speed in the manner of airbench.
+
+The whole train set lives on the device as uint8; crop-with-padding and flips are one
+batched gather per step (the flip is folded into the crop's column index), so there is no
+per-sample Python, no DataLoader and no worker process. Defenses plug in through the hooks
+of `bench.defense.Defense`; the loop below is the only training loop in the project.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+from bench.defense import DefenseStack
+from bench.device import resolve_device
+from bench.train_config import TrainConfig
+from registry.lazy import lazy_import
+
+if TYPE_CHECKING:
+    import torch
+
+    from bench.data import ImageData
+else:
+    torch = lazy_import("torch")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class EpochState:
+    """What an ``on_epoch_end`` hook sees; ``optimizer.param_groups[i]["lr_mult"]`` is writable."""
+
+    stage: int
+    epoch: int
+    model: "torch.nn.Module"
+    optimizer: "torch.optim.Optimizer"
+    train_acc: float
+    train_loss: float
+    test_acc: float | None
+    device: "torch.device"
+
+
+@dataclass
+class TrainResult:
+    clean_acc_final: float
+    clean_acc_peak: float
+    peak_epoch: int
+    train_acc_final: float
+    epochs_run: int
+    train_seconds: float
+    eval_seconds: float
+    images_per_second: float
+    rollbacks: int
+    curve: list[dict] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+
+
+def lr_at(cfg: TrainConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
+    """Learning rate for ``step`` of ``epoch``: cosine/multistep per epoch as the reference
+    code (CosineAnnealingLR stepped each epoch), onecycle per step as airbench."""
+    if cfg.schedule == "cosine":
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))
+    if cfg.schedule == "multistep":
+        passed = sum(epoch >= m * cfg.epochs for m in cfg.milestones)
+        return cfg.lr * cfg.gamma**passed
+    if cfg.schedule == "onecycle":
+        total = cfg.epochs * steps_per_epoch
+        t = epoch * steps_per_epoch + step
+        warm = max(1, int(cfg.warmup_frac * total))
+        return cfg.lr * (t / warm if t < warm else max(0.0, (total - t) / max(1, total - warm)))
+    return cfg.lr
+
+
+def crop_flip(
+    x_padded: "torch.Tensor", idx: "torch.Tensor", size: tuple[int, int], pad: int, flip: bool, g: "torch.Generator"
+) -> "torch.Tensor":
+    """Random crop of ``size`` from a padded uint8 batch plus random horizontal flip, as one gather."""
+    b, dev = idx.shape[0], x_padded.device
+    h, w = size
+    c = x_padded.shape[1]
+    ar_h = torch.arange(h, device=dev)
+    ar_w = torch.arange(w, device=dev)
+    dy = torch.randint(0, 2 * pad + 1, (b, 1), device=dev, generator=g) if pad else torch.zeros(b, 1, dtype=torch.long, device=dev)
+    dx = torch.randint(0, 2 * pad + 1, (b, 1), device=dev, generator=g) if pad else torch.zeros(b, 1, dtype=torch.long, device=dev)
+    cols = dx + ar_w
+    if flip:
+        flipped = torch.rand(b, 1, device=dev, generator=g) < 0.5
+        cols = torch.where(flipped, dx + (w - 1 - ar_w), cols)
+    rows = dy + ar_h
+    return x_padded[
+        idx.view(b, 1, 1, 1),
+        torch.arange(c, device=dev).view(1, c, 1, 1),
+        rows.view(b, 1, h, 1),
+        cols.view(b, 1, 1, w),
+    ]
+
+
+def to_float(xb: "torch.Tensor", channels_last: bool) -> "torch.Tensor":
+    """uint8 batch → float in [0, 1] (the reference code uses no mean/std normalization)."""
+    xb = xb.float().div_(255.0)
+    return xb.contiguous(memory_format=torch.channels_last) if channels_last else xb
+
+
+def autocast_for(device: "torch.device", enabled: bool):
+    """bf16 autocast on CUDA when asked (no GradScaler needed); nothing on CPU."""
+    if enabled and device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return nullcontext()
+
+
+def accuracy(
+    model: "torch.nn.Module",
+    x: "torch.Tensor",
+    y: "torch.Tensor",
+    batch_size: int = 1024,
+    channels_last: bool = False,
+    amp: bool = False,
+) -> float:
+    """Top-1 accuracy of ``model`` (in eval mode) on uint8 or float images."""
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros((), dtype=torch.long, device=y.device)
+    dev = next(model.parameters()).device
+    with torch.inference_mode(), autocast_for(dev, amp):
+        for s in range(0, len(x), batch_size):
+            xb = x[s : s + batch_size].to(dev)
+            xb = to_float(xb, channels_last) if xb.dtype == torch.uint8 else xb
+            correct += (model(xb).argmax(1) == y[s : s + batch_size].to(dev)).sum().to(correct.device)
+    model.train(was_training)
+    return float(correct) / max(1, len(x))
+
+
+def fit(
+    model: "torch.nn.Module",
+    train: "ImageData",
+    test: "ImageData",
+    cfg: TrainConfig = TrainConfig(),
+    stack: DefenseStack | None = None,
+    seed: int = 0,
+    device: "torch.device | str | None" = None,
+    progress: Callable[..., Any] | None = None,
+) -> TrainResult:
+    """Train ``model`` on ``train`` (possibly poisoned), evaluating on clean ``test`` each epoch."""
+    stack = stack or DefenseStack()
+    dev = resolve_device(device)
+    channels_last = cfg.channels_last if cfg.channels_last is not None else dev.type == "cuda"
+    model = model.to(dev)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    net = torch.compile(model) if cfg.compile else model
+
+    x_train = stack.transform_train(train.x.to(dev))
+    y_train = train.y.to(dev)
+    x_test = stack.transform_test(test.x.to(dev))
+    y_test = test.y.to(dev)
+    stack.setup(model, train.with_images(x_train), test.with_images(x_test), train.num_classes)
+    wants_rollback = stack.overrides("on_epoch_end")
+
+    g = torch.Generator(device=dev).manual_seed(seed)
+    n, size = len(x_train), tuple(x_train.shape[2:])
+    curve: list[dict] = []
+    rollbacks, global_epoch, train_seconds, eval_seconds, images = 0, 0, 0.0, 0.0, 0
+    train_acc = 0.0
+    stages = [cfg] + [cfg.model_copy(update=s) for s in stack.extra_stages()]
+
+    for stage, scfg in enumerate(stages):
+        groups = stack.param_groups(model) or [{"params": list(model.parameters())}]
+        for grp in groups:
+            grp.setdefault("lr_mult", 1.0)
+        opt = torch.optim.SGD(
+            groups, lr=scfg.lr, momentum=scfg.momentum, weight_decay=scfg.weight_decay, nesterov=scfg.nesterov
+        )
+        pad = scfg.crop_padding if scfg.augment == "crop_flip" else 0
+        x_pad = torch.nn.functional.pad(x_train, (pad, pad, pad, pad)) if pad else x_train
+        bs = scfg.batch_size
+        steps = n // bs + (1 if n % bs >= 2 else 0)  # a last batch of 1 would break BatchNorm
+        ckpt = _snapshot(model, opt) if wants_rollback else None
+
+        for epoch in range(scfg.epochs):
+            t0 = time.perf_counter()
+            model.train()
+            perm = torch.randperm(n, device=dev, generator=g)
+            loss_sum = torch.zeros((), device=dev)
+            correct = torch.zeros((), dtype=torch.long, device=dev)
+            seen = 0
+            for step in range(steps):
+                lr = lr_at(scfg, epoch, step, steps)
+                for grp in opt.param_groups:
+                    grp["lr"] = lr * grp["lr_mult"]
+                idx = perm[step * bs : (step + 1) * bs]
+                if scfg.augment == "none":
+                    xb = x_train[idx]
+                else:
+                    xb = crop_flip(x_pad, idx, size, pad, True, g)
+                xb = to_float(xb, channels_last)
+                yb = y_train[idx]
+                xb, yt = stack.batch_transform(xb, yb, g)
+                with autocast_for(dev, scfg.amp):
+                    loss = stack.training_step(net, xb, yt, _loss_fn(scfg))
+                    if loss is None:
+                        logits = net(xb)
+                        loss = _loss_fn(scfg)(logits, yt)
+                        correct += (logits.argmax(1) == yb).sum()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if scfg.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), scfg.grad_clip)
+                opt.step()
+                loss_sum += loss.detach() * len(idx)
+                seen += len(idx)
+            train_loss = float(loss_sum) / max(1, seen)
+            if not math.isfinite(train_loss):
+                raise TrainingDiverged(f"loss is {train_loss} in stage {stage} epoch {epoch}")
+            train_acc = float(correct) / max(1, seen)
+            train_seconds += time.perf_counter() - t0
+            images += seen
+
+            last = epoch == scfg.epochs - 1
+            test_acc = None
+            t1 = time.perf_counter()
+            if last or (epoch + 1) % scfg.eval_every == 0:
+                test_acc = accuracy(net, x_test, y_test, scfg.eval_batch_size, channels_last, scfg.amp)
+            eval_seconds += time.perf_counter() - t1
+
+            state = EpochState(stage, epoch, model, opt, train_acc, train_loss, test_acc, dev)
+            action = stack.on_epoch_end(state) if wants_rollback else "continue"
+            if action == "rollback":
+                rollbacks += 1
+                _restore(model, opt, ckpt)
+            elif wants_rollback:
+                ckpt = _snapshot(model, opt)
+            curve.append(
+                {
+                    "stage": stage,
+                    "epoch": global_epoch,
+                    "lr": lr_at(scfg, epoch, 0, steps),
+                    "train_loss": round(train_loss, 6),
+                    "train_acc": round(train_acc, 6),
+                    "test_acc": None if test_acc is None else round(test_acc, 6),
+                    "action": action,
+                    "seconds": round(time.perf_counter() - t0, 3),
+                }
+            )
+            if progress is not None:
+                progress(global_epoch + 1, sum(s.epochs for s in stages), test_acc=test_acc, train_acc=train_acc)
+            global_epoch += 1
+
+    evaluated = [(c["test_acc"], c["epoch"]) for c in curve if c["test_acc"] is not None]
+    final = evaluated[-1][0]
+    if curve[-1]["action"] == "rollback":  # the model was restored: its accuracy is the last kept one
+        final = accuracy(net, x_test, y_test, cfg.eval_batch_size, channels_last, cfg.amp)
+    peak, peak_epoch = max(evaluated, key=lambda t: (t[0], -t[1]))
+    return TrainResult(
+        clean_acc_final=final,
+        clean_acc_peak=peak,
+        peak_epoch=peak_epoch,
+        train_acc_final=train_acc,
+        epochs_run=global_epoch,
+        train_seconds=train_seconds,
+        eval_seconds=eval_seconds,
+        images_per_second=images / max(train_seconds, 1e-9),
+        rollbacks=rollbacks,
+        curve=curve,
+        extra=stack.report(),
+    )
+
+
+def _loss_fn(cfg: TrainConfig):
+    def loss_fn(logits, target):
+        return torch.nn.functional.cross_entropy(logits, target, label_smoothing=cfg.label_smoothing)
+
+    return loss_fn
+
+
+def _snapshot(model, opt) -> dict:
+    return {"model": copy.deepcopy(model.state_dict()), "opt": copy.deepcopy(opt.state_dict())}
+
+
+def _restore(model, opt, ckpt: dict) -> None:
+    """Restore model and optimizer state, keeping the defense-controlled ``lr_mult`` values."""
+    mults = [grp["lr_mult"] for grp in opt.param_groups]
+    model.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["opt"])
+    for grp, m in zip(opt.param_groups, mults):
+        grp["lr_mult"] = m
