@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bench.perturbation import ApplyConfig
-from bench.train_config import TrainConfig
+from bench.train_config import RobustEvalConfig, TrainConfig
 from registry import ATTACKS, DATASETS, DEFENSES, RegistryError, one_line
 
 
@@ -102,6 +102,7 @@ class Matrix(_Strict):
     poison_ratio: float = Field(1.0, gt=0, le=1)
     train: TrainConfig = Field(default_factory=TrainConfig)
     apply: ApplyConfig = Field(default_factory=ApplyConfig)
+    robust: RobustEvalConfig | None = Field(None, description="also measure FGSM / PGD robust accuracy")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
     data_root: str | None = Field(None, description="where datasets live (overridden by --data-root)")
 

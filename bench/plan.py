@@ -49,6 +49,7 @@ class Cell:
             "defense": defense_params(self.defense),
             "arch": self.arch,
             "train": m.train.model_dump(mode="json"),
+            "robust": None if m.robust is None else m.robust.model_dump(mode="json"),
         }
 
     def key(self, m: Matrix) -> str:

@@ -196,6 +196,10 @@ def run_cell(cell: Cell, m: Matrix, poison: Poisoned, dev, chash: str, progress=
         bar = progress(f"{base['attack']} / {base['defense']} / {cell.arch}", m.train.epochs) if progress else None
         tick = (lambda done, total, **kw: bar.update(1)) if bar is not None else None
         res = fit(model, clean.train, clean.test, m.train, stack, seed=cell.seed, device=dev, progress=tick)
+        if m.robust is not None:
+            from bench.robust import evaluate_robust
+
+            res.extra.update(evaluate_robust(model, stack.transform_test(clean.test.x.to(dev)), clean.test.y, m.robust, cell.seed))
         if bar is not None:
             bar.close()
     except Exception as exc:  # noqa: BLE001 - recorded in the row; the matrix goes on

@@ -33,3 +33,20 @@ class TrainConfig(BaseModel):
     amp: bool = Field(True, description="mixed precision on CUDA (ignored on CPU)")
     channels_last: bool | None = Field(None, description="null: on for CUDA, off on CPU")
     compile: bool = Field(False, description="torch.compile the model (pays off on long GPU runs)")
+
+
+class RobustEvalConfig(BaseModel):
+    """Robust accuracy of the trained exploiter on the clean test set (Going Grayscale Table 7).
+
+    Defaults follow algorithms.md §2.4: FGSM at 8/255; PGD-20 at 8/255 with step 0.8/255
+    (0.003) and a uniform random start. ``n_test`` evaluates a stratified subset (null: all).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    fgsm: bool = True
+    pgd: bool = True
+    epsilon: float = Field(8.0, gt=0, le=255, description="/255 units")
+    pgd_steps: int = Field(20, ge=1)
+    pgd_step_size: float = Field(0.8, gt=0, description="/255 units")
+    n_test: int | None = Field(1000, ge=1)
