@@ -80,8 +80,6 @@ def apply_perturbation(
         noise = pert.per_sample(data.y[sl]).to(x.device).float() * 255.0
         if how.mode == "rectified":
             noise = noise.clamp(0.0, 255.0)
-        # Guard against float error just past an integer budget (8.0000001 -> 8).
-        noise = torch.where((noise - noise.round()).abs() < 1e-4, noise.round(), noise)
         p = (x + noise).clamp(0.0, 255.0)
         p = p.round() if rounding == "round" else p.floor()
         p = p.to(torch.uint8)

@@ -1,0 +1,71 @@
+"""Matrix configs: validated whole, before any work, with one-line errors."""
+from __future__ import annotations
+
+import pytest
+
+from bench.config import ConfigError, load_matrix, parse_matrix
+
+BASE = {"datasets": ["cifar10-mini"], "attacks": ["none"], "archs": ["mlp"]}
+
+
+def err(raw: dict) -> str:
+    with pytest.raises(ConfigError) as e:
+        parse_matrix(raw)
+    msg = str(e.value)
+    assert "\n" not in msg
+    return msg
+
+
+def test_shorthand_forms_expand():
+    m = parse_matrix(
+        {**BASE, "attacks": ["none", {"name": "random", "params": {"mode": "class"}}], "defenses": ["standard", ["standard"]]}
+    )
+    assert [m.attack_label(a) for a in m.attacks] == ["none", "random[mode=class]"]
+    assert [len(s) for s in m.defenses] == [1, 1]
+    assert m.train.epochs == 60 and m.apply.mode == "signed"
+
+
+def test_misspelled_top_level_key_names_field_and_allowed():
+    msg = err({**BASE, "trian": {"epochs": 1}})
+    assert "trian: unknown field; did you mean 'train'?" in msg and "allowed:" in msg
+
+
+def test_misspelled_nested_key():
+    msg = err({**BASE, "train": {"epoch": 3}})
+    assert "train.epoch: unknown field; did you mean 'epochs'?" in msg
+
+
+def test_unknown_plugin_and_bad_params():
+    assert "unknown attack 'randon'; did you mean 'random'" in err({**BASE, "attacks": ["randon"]})
+    assert "unknown defense" in err({**BASE, "defenses": ["standrad"]})
+    assert "unknown dataset" in err({**BASE, "datasets": ["cifar11"]})
+    msg = err({**BASE, "attacks": [{"name": "random", "params": {"epsilon": 0}}]})
+    assert "attacks[0]: attack 'random': epsilon: Input should be greater than 0" in msg
+    assert "mode: Input should be 'sample' or 'class'" in err({**BASE, "attacks": [{"name": "random", "params": {"mode": "pixel"}}]})
+
+
+def test_value_ranges():
+    assert "poison_ratio" in err({**BASE, "poison_ratio": 0})
+    assert "device" in err({**BASE, "device": "tpu"})
+    assert "apply.mode" in err({**BASE, "apply": {"mode": "clip"}})
+
+
+def test_duplicate_attacks_are_rejected():
+    assert "duplicate entries ['random']" in err({**BASE, "attacks": ["random", {"name": "random", "params": {"epsilon": 8}}]})
+
+
+def test_yaml_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("datasets: [cifar10-mini\nattacks: none\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_matrix(bad)
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_matrix(tmp_path / "missing.yaml")
+
+
+def test_shipped_configs_are_valid():
+    from pathlib import Path
+
+    for path in sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")):
+        m = load_matrix(path)
+        assert m.name == path.stem
