@@ -87,7 +87,8 @@ def schema_markdown() -> str:
     """The README's column table, generated from the model."""
     lines = ["| column | meaning |", "|---|---|"]
     for name, f in ResultRow.model_fields.items():
-        lines.append(f"| `{name}` | {f.description} |")
+        desc = (f.description or "").replace("|", "\\|")
+        lines.append(f"| `{name}` | {desc} |")
     return "\n".join(lines)
 
 

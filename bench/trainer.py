@@ -79,25 +79,29 @@ def lr_at(cfg: TrainConfig, epoch: int, step: int, steps_per_epoch: int) -> floa
 def crop_flip(
     x_padded: "torch.Tensor", idx: "torch.Tensor", size: tuple[int, int], pad: int, flip: bool, g: "torch.Generator"
 ) -> "torch.Tensor":
-    """Random crop of ``size`` from a padded uint8 batch plus random horizontal flip, as one gather."""
+    """Random ``size`` crops of the padded uint8 images ``x_padded[idx]``, each mirrored with
+    probability 1/2: one index-select and one gather, with the flip folded into the column index."""
     b, dev = idx.shape[0], x_padded.device
     h, w = size
-    c = x_padded.shape[1]
-    ar_h = torch.arange(h, device=dev)
-    ar_w = torch.arange(w, device=dev)
-    dy = torch.randint(0, 2 * pad + 1, (b, 1), device=dev, generator=g) if pad else torch.zeros(b, 1, dtype=torch.long, device=dev)
-    dx = torch.randint(0, 2 * pad + 1, (b, 1), device=dev, generator=g) if pad else torch.zeros(b, 1, dtype=torch.long, device=dev)
+    _, c, hp, wp = x_padded.shape
+    dy = torch.randint(0, 2 * pad + 1, (b, 1, 1), device=dev, generator=g)
+    dx = torch.randint(0, 2 * pad + 1, (b, 1, 1), device=dev, generator=g)
+    ar_w = torch.arange(w, device=dev).view(1, 1, w)
     cols = dx + ar_w
     if flip:
-        flipped = torch.rand(b, 1, device=dev, generator=g) < 0.5
-        cols = torch.where(flipped, dx + (w - 1 - ar_w), cols)
-    rows = dy + ar_h
-    return x_padded[
-        idx.view(b, 1, 1, 1),
-        torch.arange(c, device=dev).view(1, c, 1, 1),
-        rows.view(b, 1, h, 1),
-        cols.view(b, 1, 1, w),
-    ]
+        mirrored = torch.rand(b, 1, 1, device=dev, generator=g) < 0.5
+        cols = torch.where(mirrored, dx + (w - 1) - ar_w, cols)
+    lin = (dy + torch.arange(h, device=dev).view(1, h, 1)) * wp + cols  # (b, h, w) into the padded plane
+    src = x_padded[idx].view(b, c, hp * wp)
+    return torch.gather(src, 2, lin.view(b, 1, h * w).expand(b, c, h * w)).view(b, c, h, w)
+
+
+def augment_epoch(
+    x_padded: "torch.Tensor", perm: "torch.Tensor", size: tuple[int, int], pad: int, g: "torch.Generator", chunk: int = 8192
+) -> "torch.Tensor":
+    """The whole epoch's augmented images in ``perm`` order, made in a few large ops
+    (airbench's trick: per-op overhead, not arithmetic, dominates small batches)."""
+    return torch.cat([crop_flip(x_padded, perm[s : s + chunk], size, pad, True, g) for s in range(0, len(perm), chunk)])
 
 
 def to_float(xb: "torch.Tensor", channels_last: bool) -> "torch.Tensor":
@@ -186,6 +190,13 @@ def fit(
             t0 = time.perf_counter()
             model.train()
             perm = torch.randperm(n, device=dev, generator=g)
+            y_epoch = y_train[perm]
+            if scfg.augment == "none":
+                x_epoch = x_train[perm]
+            elif scfg.augment == "flip":
+                x_epoch = augment_epoch(x_train, perm, size, 0, g)
+            else:
+                x_epoch = augment_epoch(x_pad, perm, size, pad, g)
             loss_sum = torch.zeros((), device=dev)
             correct = torch.zeros((), dtype=torch.long, device=dev)
             seen = 0
@@ -193,13 +204,9 @@ def fit(
                 lr = lr_at(scfg, epoch, step, steps)
                 for grp in opt.param_groups:
                     grp["lr"] = lr * grp["lr_mult"]
-                idx = perm[step * bs : (step + 1) * bs]
-                if scfg.augment == "none":
-                    xb = x_train[idx]
-                else:
-                    xb = crop_flip(x_pad, idx, size, pad, True, g)
-                xb = to_float(xb, channels_last)
-                yb = y_train[idx]
+                sl = slice(step * bs, (step + 1) * bs)
+                xb = to_float(x_epoch[sl], channels_last)
+                yb = y_epoch[sl]
                 xb, yt = stack.batch_transform(xb, yb, g)
                 with autocast_for(dev, scfg.amp):
                     loss = stack.training_step(net, xb, yt, _loss_fn(scfg))
@@ -212,8 +219,8 @@ def fit(
                 if scfg.grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), scfg.grad_clip)
                 opt.step()
-                loss_sum += loss.detach() * len(idx)
-                seen += len(idx)
+                loss_sum += loss.detach() * len(yb)
+                seen += len(yb)
             train_loss = float(loss_sum) / max(1, seen)
             if not math.isfinite(train_loss):
                 raise TrainingDiverged(f"loss is {train_loss} in stage {stage} epoch {epoch}")
