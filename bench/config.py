@@ -100,6 +100,18 @@ class Matrix(_Strict):
     archs: list[str] = Field(min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     poison_ratio: float = Field(1.0, gt=0, le=1)
+    poison_ratios: list[float] | None = Field(
+        None, min_length=1, description="several poison ratios, each in (0, 1] (instead of poison_ratio)"
+    )
+    poison_classes: list[str] | None = Field(
+        None, min_length=1, description="poison only images of these classes (names), e.g. [bird]"
+    )
+    clean_baseline: bool = Field(
+        False, description="also train on just the clean part of each partially poisoned set (EM Table 2's D_c)"
+    )
+    source_archs: list[str] | None = Field(
+        None, min_length=1, description="source models: each attack with a source_arch param runs once per entry"
+    )
     train: TrainConfig = Field(default_factory=TrainConfig)
     apply: ApplyConfig = Field(default_factory=ApplyConfig)
     robust: RobustEvalConfig | None = Field(None, description="also measure FGSM / PGD robust accuracy")
@@ -132,7 +144,32 @@ class Matrix(_Strict):
         dup = sorted({x for x in labels if labels.count(x) > 1})
         if dup:
             raise ValueError(f"attacks: duplicate entries {dup}; give them distinct params or a label")
+        self._check_poisoning()
         return self
+
+    def _check_poisoning(self) -> None:
+        """Partial, per-class and transfer settings: ranges and contradictions, one line each."""
+        if self.poison_ratios is not None:
+            if self.poison_ratio != 1.0:
+                raise ValueError("poison_ratio and poison_ratios: give one of them, not both")
+            bad = [r for r in self.poison_ratios if not 0 < r <= 1]
+            if bad:
+                raise ValueError(f"poison_ratios: every ratio must be in (0, 1], got {bad}")
+            if len(set(self.poison_ratios)) != len(self.poison_ratios):
+                raise ValueError("poison_ratios: duplicate ratios")
+        if self.clean_baseline and self.poison_classes is None and all(r == 1.0 for r in self.ratios()):
+            raise ValueError("clean_baseline: needs a poison ratio < 1 or poison_classes (else no clean part is left)")
+        if self.source_archs is not None:
+            with_source = [a for a in self.attacks if "source_arch" in ATTACKS.get(a.name).params.model_fields]
+            if not with_source:
+                raise ValueError("source_archs: no attack in `attacks` has a source_arch param (training-free attacks have no source model)")
+            for i, a in enumerate(self.attacks):
+                if a in with_source and "source_arch" in a.params:
+                    raise ValueError(f"attacks[{i}].params.source_arch: remove it, or remove source_archs (both pick the source model)")
+
+    def ratios(self) -> list[float]:
+        """The poison ratios of the matrix, in config order."""
+        return list(self.poison_ratios) if self.poison_ratios is not None else [self.poison_ratio]
 
     def attack_label(self, a: AttackSpec) -> str:
         return a.display(ATTACKS.get(a.name).params().model_dump())
