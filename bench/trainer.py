@@ -106,7 +106,7 @@ def augment_epoch(
 
 def to_float(xb: "torch.Tensor", channels_last: bool) -> "torch.Tensor":
     """uint8 batch → float in [0, 1] (the reference code uses no mean/std normalization)."""
-    xb = xb.float().div_(255.0)
+    xb = xb * (1.0 / 255.0)  # one op: uint8 times a Python float promotes to float32
     return xb.contiguous(memory_format=torch.channels_last) if channels_last else xb
 
 
@@ -214,6 +214,9 @@ def fit(
                         logits = net(xb)
                         loss = _loss_fn(scfg)(logits, yt)
                         correct += (logits.argmax(1) == yb).sum()
+                    elif isinstance(loss, tuple):  # (loss, logits): the step's own forward counts
+                        loss, logits = loss
+                        correct += (logits.argmax(1) == yb).sum()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if scfg.grad_clip is not None:
@@ -262,7 +265,9 @@ def fit(
     final = evaluated[-1][0]
     if curve[-1]["action"] == "rollback":  # the model was restored: its accuracy is the last kept one
         final = accuracy(net, x_test, y_test, cfg.eval_batch_size, channels_last, cfg.amp)
-    peak, peak_epoch = max(evaluated, key=lambda t: (t[0], -t[1]))
+    # a rolled-back epoch's model was discarded, so the peak is taken over the models training kept
+    kept = [(c["test_acc"], c["epoch"]) for c in curve if c["test_acc"] is not None and c["action"] != "rollback"]
+    peak, peak_epoch = max(kept or [(final, curve[-1]["epoch"])], key=lambda t: (t[0], -t[1]))
     return TrainResult(
         clean_acc_final=final,
         clean_acc_peak=peak,
