@@ -89,7 +89,7 @@ class ErrorMinimizing(Attack):
 
         res = min_min(train, self.params, ctx)
         self.source_model = res.model
-        stats = {"attack": "em", "mode": self.params.mode, "source_arch": self.params.source_arch, **res.stats}
+        stats = {"mode": self.params.mode, "source_arch": self.params.source_arch, **res.stats}
         return Perturbation(res.delta, mode=self.params.mode, stats=stats)
 
 

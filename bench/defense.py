@@ -7,7 +7,7 @@ loop; it overrides some of these hooks, which the trainer calls at fixed points:
 ``transform_train`` uint8 (N, C, H, W) → uint8, once before training (grayscale, BDR, JPEG)
 ``transform_test``  the same for the clean test set (Going Grayscale grays the test set too)
 ``batch_transform`` float batch after crop/flip → (x, y); y may become soft (mixup, cutmix)
-``training_step``   replaces forward/backward for a batch and returns the loss (AT)
+``training_step``   replaces forward/backward for a batch and returns the loss (AT), or (loss, logits)
 ``param_groups``    optimizer parameter groups, each with an ``lr_mult`` (ST's per-layer rates)
 ``on_epoch_end``    may return ``"rollback"`` to restore the last good epoch (ST)
 ``extra_stages``    further training stages after the main one (ST-Full's fine-tuning)
@@ -55,7 +55,10 @@ class Defense:
         return x, y
 
     def training_step(self, model: "torch.nn.Module", x: "torch.Tensor", y: "torch.Tensor", loss_fn) -> "torch.Tensor | None":
-        """Return the loss to back-propagate, or None for the standard forward pass."""
+        """Return the loss to back-propagate, or None for the standard forward pass.
+
+        May return ``(loss, logits)`` instead, so that train accuracy is counted on the
+        batch the step actually trained on (AT's adversarial batch)."""
         return None
 
     def param_groups(self, model: "torch.nn.Module") -> list[dict] | None:

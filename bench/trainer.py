@@ -197,9 +197,10 @@ def fit(
                 x_epoch = augment_epoch(x_train, perm, size, 0, g)
             else:
                 x_epoch = augment_epoch(x_pad, perm, size, pad, g)
-            loss_sum = torch.zeros((), device=dev)
-            correct = torch.zeros((), dtype=torch.long, device=dev)
-            seen = 0
+            # per-step bookkeeping is one small op each, into buffers read once per epoch
+            preds = torch.full((n,), -1, dtype=torch.long, device=dev)
+            losses = torch.zeros(steps, device=dev)
+            sizes = [min(bs, n - k * bs) for k in range(steps)]
             for step in range(steps):
                 lr = lr_at(scfg, epoch, step, steps)
                 for grp in opt.param_groups:
@@ -213,21 +214,21 @@ def fit(
                     if loss is None:
                         logits = net(xb)
                         loss = _loss_fn(scfg)(logits, yt)
-                        correct += (logits.argmax(1) == yb).sum()
+                        torch.argmax(logits.detach(), 1, out=preds[sl])
                     elif isinstance(loss, tuple):  # (loss, logits): the step's own forward counts
                         loss, logits = loss
-                        correct += (logits.argmax(1) == yb).sum()
+                        torch.argmax(logits.detach(), 1, out=preds[sl])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if scfg.grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), scfg.grad_clip)
                 opt.step()
-                loss_sum += loss.detach() * len(yb)
-                seen += len(yb)
-            train_loss = float(loss_sum) / max(1, seen)
+                losses[step] = loss.detach()
+            seen = sum(sizes)
+            train_loss = float((losses * torch.tensor(sizes, device=dev)).sum()) / max(1, seen)
             if not math.isfinite(train_loss):
                 raise TrainingDiverged(f"loss is {train_loss} in stage {stage} epoch {epoch}")
-            train_acc = float(correct) / max(1, seen)
+            train_acc = float((preds[:seen] == y_epoch[:seen]).sum()) / max(1, seen)
             train_seconds += time.perf_counter() - t0
             images += seen
 

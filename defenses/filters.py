@@ -2,11 +2,11 @@
 
 Each filter maps every uint8 image to a new uint8 image, deterministically and per image.
 The reference pipelines apply them per batch with PIL: Going Grayscale after crop/flip, ISS
-before. A per-pixel filter (grayscale, BDR) commutes with crop and flip exactly, except that
-the crop's zero padding stays zero, as it does under both filters. So filtering the whole
-set once, on the device, before training (``transform_train``) is the same as the reference
-pipelines for those two. JPEG and blur act on neighbourhoods; for them this is the ISS order
-(filter, then crop/flip).
+before. A per-pixel filter (grayscale, BDR) commutes with crop and flip exactly (the crop's
+zero padding is a fixed point of both), so filtering the whole set once, on the device,
+before training (``transform_train``) is the same as either reference pipeline for those
+two, and costs one pass instead of one per epoch. JPEG and blur act on neighbourhoods; for
+them this is the ISS order (filter, then crop/flip).
 
 ``apply_to_test`` says whether the clean test set goes through the same filter: Going
 Grayscale grays the test set too (default for ``grayscale``); ISS filters the train set

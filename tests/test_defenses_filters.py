@@ -128,3 +128,17 @@ def test_filter_params_fail_with_one_line(cifar10_2k):
         DEFENSES.create("gaussian", kernel_size=4)
     with pytest.raises(RegistryError, match=r"bits: .*less than or equal to 7"):
         DEFENSES.create("bdr", bits=8)
+
+
+@pytest.mark.parametrize("spec", [("grayscale", {}), ("bdr", {"bits": 3}), ("bdr", {"bits": 5, "method": "round"})])
+def test_per_pixel_filters_commute_with_crop_and_flip(cifar10_2k, spec):
+    """Why filtering once before training equals the reference per-batch pipelines."""
+    from bench.trainer import crop_flip
+
+    x = cifar10_2k.train.x[:256]
+    f = DefenseStack.build([spec]).transform_train
+    pad = lambda t: torch.nn.functional.pad(t, (4, 4, 4, 4))  # noqa: E731
+    idx = torch.randperm(256, generator=torch.Generator().manual_seed(0))
+    a = crop_flip(pad(f(x)), idx, (32, 32), 4, True, torch.Generator().manual_seed(1))
+    b = f(crop_flip(pad(x), idx, (32, 32), 4, True, torch.Generator().manual_seed(1)))
+    assert torch.equal(a, b)

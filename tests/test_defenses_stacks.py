@@ -74,7 +74,9 @@ def test_a_config_names_stacks_and_labels_them():
 
 def test_defenses_cpu_config_crosses_attacks_with_the_defense_family():
     m = load_matrix(REPO / "configs" / "defenses_cpu.yaml")
-    assert [[d.name for d in s] for s in m.defenses] == [["standard"], ["grayscale"], ["bdr"], ["mixup"], ["at"], ["st"]]
+    names = [[d.name for d in s] for s in m.defenses]
+    assert all(len(s) == 1 for s in names)
+    assert {"standard", "grayscale", "bdr", "mixup", "at", "st"} <= {s[0] for s in names}
     assert any(d.name == "bdr" and DEFENSES.validate("bdr", d.params).bits == 2 for s in m.defenses for d in s)
     assert {"none", "random"} <= {a.name for a in m.attacks}
 
