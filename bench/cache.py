@@ -34,7 +34,6 @@ import json
 import logging
 import os
 import socket
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -43,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal
 
 from filelock import FileLock, SoftFileLock
 
+from bench.results import atomic_write_bytes
 from bench.config import canonical_json
 from registry.lazy import lazy_import
 
@@ -180,7 +180,7 @@ class Cache:
         tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
         data = save(tensors, metadata={"kind": kind, "key": key})
         payload, manifest_path = self.paths(kind, key)
-        _atomic_bytes(payload, data)
+        atomic_write_bytes(payload, data)
         manifest = {
             "kind": kind,
             "key": key,
@@ -195,7 +195,7 @@ class Cache:
             "pid": os.getpid(),
             "versions": versions(),
         }
-        _atomic_bytes(manifest_path, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
+        atomic_write_bytes(manifest_path, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
         log.info("cache: generated %s/%s in %.2fs", kind, key[:16], seconds or 0.0)
         return CacheEntry(kind, key, manifest, tensors)
 
@@ -292,22 +292,6 @@ def _payload_ok(payload: Path, manifest: dict) -> bool:
         return False
     want = manifest.get("payload", {})
     return len(data) == want.get("bytes") and hashlib.sha256(data).hexdigest() == want.get("sha256")
-
-
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder, fsync and rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _touch(path: Path) -> None:
