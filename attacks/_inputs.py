@@ -52,7 +52,7 @@ class CleanView:
         return int(self.x.shape[0])
 
     def batch(self, idx: "torch.Tensor") -> "torch.Tensor":
-        from bench.trainer import crop_flip, to_float
+        from bench.batches import crop_flip, to_float
 
         if self.augment:
             xb = crop_flip(self._padded, idx, self.size, self.padding, True, self.g)

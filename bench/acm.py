@@ -38,7 +38,7 @@ else:
 def penultimate_features(model: "torch.nn.Module", x: "torch.Tensor", batch_size: int = 500) -> "torch.Tensor":
     """(N, D) float32 inputs of the model's final Linear layer for uint8 images ``x``, in eval mode."""
     from bench.models import classifier_of
-    from bench.trainer import to_float
+    from bench.batches import to_float
 
     head = classifier_of(model)
     dev = next(model.parameters()).device

@@ -1,9 +1,11 @@
 """The exploiter's training engine, built for speed in the manner of airbench.
 
-The whole train set lives on the device as uint8; crop-with-padding and flips are one
-batched gather per step (the flip is folded into the crop's column index), so there is no
-per-sample Python, no DataLoader and no worker process. Defenses plug in through the hooks
-of `bench.defense.Defense`; the loop below is the only training loop in the project.
+The whole train set lives on the device as uint8; each epoch's crops and flips are one
+``index_select`` and its float batches are converted a chunk at a time into a kept buffer
+(`bench.batches`), so there is no per-sample Python, no DataLoader and no worker process.
+Per step, only the model's own work and two small bookkeeping ops run. Defenses plug in
+through the hooks of `bench.defense.Defense`; the loop below is the only training loop in
+the project.
 """
 from __future__ import annotations
 
@@ -14,8 +16,9 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
+from bench.batches import EpochAugmenter, float_batches, float_buffer, to_float
 from bench.defense import DefenseStack
-from bench.device import resolve_device
+from bench.device import keep_cpu_memory, resolve_device
 from bench.train_config import TrainConfig
 from registry.lazy import lazy_import
 
@@ -76,40 +79,6 @@ def lr_at(cfg: TrainConfig, epoch: int, step: int, steps_per_epoch: int) -> floa
     return cfg.lr
 
 
-def crop_flip(
-    x_padded: "torch.Tensor", idx: "torch.Tensor", size: tuple[int, int], pad: int, flip: bool, g: "torch.Generator"
-) -> "torch.Tensor":
-    """Random ``size`` crops of the padded uint8 images ``x_padded[idx]``, each mirrored with
-    probability 1/2: one index-select and one gather, with the flip folded into the column index."""
-    b, dev = idx.shape[0], x_padded.device
-    h, w = size
-    _, c, hp, wp = x_padded.shape
-    dy = torch.randint(0, 2 * pad + 1, (b, 1, 1), device=dev, generator=g)
-    dx = torch.randint(0, 2 * pad + 1, (b, 1, 1), device=dev, generator=g)
-    ar_w = torch.arange(w, device=dev).view(1, 1, w)
-    cols = dx + ar_w
-    if flip:
-        mirrored = torch.rand(b, 1, 1, device=dev, generator=g) < 0.5
-        cols = torch.where(mirrored, dx + (w - 1) - ar_w, cols)
-    lin = (dy + torch.arange(h, device=dev).view(1, h, 1)) * wp + cols  # (b, h, w) into the padded plane
-    src = x_padded[idx].view(b, c, hp * wp)
-    return torch.gather(src, 2, lin.view(b, 1, h * w).expand(b, c, h * w)).view(b, c, h, w)
-
-
-def augment_epoch(
-    x_padded: "torch.Tensor", perm: "torch.Tensor", size: tuple[int, int], pad: int, g: "torch.Generator", chunk: int = 8192
-) -> "torch.Tensor":
-    """The whole epoch's augmented images in ``perm`` order, made in a few large ops
-    (airbench's trick: per-op overhead, not arithmetic, dominates small batches)."""
-    return torch.cat([crop_flip(x_padded, perm[s : s + chunk], size, pad, True, g) for s in range(0, len(perm), chunk)])
-
-
-def to_float(xb: "torch.Tensor", channels_last: bool) -> "torch.Tensor":
-    """uint8 batch → float in [0, 1] (the reference code uses no mean/std normalization)."""
-    xb = xb * (1.0 / 255.0)  # one op: uint8 times a Python float promotes to float32
-    return xb.contiguous(memory_format=torch.channels_last) if channels_last else xb
-
-
 def autocast_for(device: "torch.device", enabled: bool):
     """bf16 autocast on CUDA when asked (no GradScaler needed); nothing on CPU."""
     if enabled and device.type == "cuda":
@@ -153,6 +122,8 @@ def fit(
     """Train ``model`` on ``train`` (possibly poisoned), evaluating on clean ``test`` each epoch."""
     stack = stack or DefenseStack()
     dev = resolve_device(device)
+    if dev.type == "cpu":
+        keep_cpu_memory()
     channels_last = cfg.channels_last if cfg.channels_last is not None else dev.type == "cuda"
     model = model.to(dev)
     if channels_last:
@@ -165,9 +136,10 @@ def fit(
     y_test = test.y.to(dev)
     stack.setup(model, train.with_images(x_train), test.with_images(x_test), train.num_classes)
     wants_rollback = stack.overrides("on_epoch_end")
+    transforms_batch, steps_itself = stack.overrides("batch_transform"), stack.overrides("training_step")
 
     g = torch.Generator(device=dev).manual_seed(seed)
-    n, size = len(x_train), tuple(x_train.shape[2:])
+    n = len(x_train)
     curve: list[dict] = []
     rollbacks, global_epoch, train_seconds, eval_seconds, images = 0, 0, 0.0, 0.0, 0
     train_acc = 0.0
@@ -181,39 +153,42 @@ def fit(
             groups, lr=scfg.lr, momentum=scfg.momentum, weight_decay=scfg.weight_decay, nesterov=scfg.nesterov
         )
         pad = scfg.crop_padding if scfg.augment == "crop_flip" else 0
-        x_pad = torch.nn.functional.pad(x_train, (pad, pad, pad, pad)) if pad else x_train
+        augmenter = EpochAugmenter(x_train, pad) if scfg.augment != "none" else None
         bs = scfg.batch_size
         steps = n // bs + (1 if n % bs >= 2 else 0)  # a last batch of 1 would break BatchNorm
         ckpt = _snapshot(model, opt) if wants_rollback else None
+        loss_fn = _loss_fn(scfg)
+        fbuf = float_buffer(x_train, bs, channels_last)
 
         for epoch in range(scfg.epochs):
             t0 = time.perf_counter()
             model.train()
             perm = torch.randperm(n, device=dev, generator=g)
-            y_epoch = y_train[perm]
-            if scfg.augment == "none":
-                x_epoch = x_train[perm]
-            elif scfg.augment == "flip":
-                x_epoch = augment_epoch(x_train, perm, size, 0, g)
-            else:
-                x_epoch = augment_epoch(x_pad, perm, size, pad, g)
+            # the whole epoch's batches in a few large ops (airbench's trick: per-op overhead,
+            # not arithmetic, dominates small batches); index_select, not x[perm], is the fast path
+            y_epoch = y_train.index_select(0, perm)
+            x_epoch = augmenter(perm, g) if augmenter else x_train.index_select(0, perm)
             # per-step bookkeeping is one small op each, into buffers read once per epoch
             preds = torch.full((n,), -1, dtype=torch.long, device=dev)
             losses = torch.zeros(steps, device=dev)
             sizes = [min(bs, n - k * bs) for k in range(steps)]
+            applied_lr = None  # lr_mult may have changed at the last epoch's end
+            batches = float_batches(x_epoch, bs, steps, fbuf)
             for step in range(steps):
                 lr = lr_at(scfg, epoch, step, steps)
-                for grp in opt.param_groups:
-                    grp["lr"] = lr * grp["lr_mult"]
+                if lr != applied_lr:
+                    for grp in opt.param_groups:
+                        grp["lr"] = lr * grp["lr_mult"]
+                    applied_lr = lr
                 sl = slice(step * bs, (step + 1) * bs)
-                xb = to_float(x_epoch[sl], channels_last)
-                yb = y_epoch[sl]
-                xb, yt = stack.batch_transform(xb, yb, g)
+                xb, yt = next(batches), y_epoch[sl]
+                if transforms_batch:
+                    xb, yt = stack.batch_transform(xb, yt, g)
                 with autocast_for(dev, scfg.amp):
-                    loss = stack.training_step(net, xb, yt, _loss_fn(scfg))
+                    loss = stack.training_step(net, xb, yt, loss_fn) if steps_itself else None
                     if loss is None:
                         logits = net(xb)
-                        loss = _loss_fn(scfg)(logits, yt)
+                        loss = loss_fn(logits, yt)
                         torch.argmax(logits.detach(), 1, out=preds[sl])
                     elif isinstance(loss, tuple):  # (loss, logits): the step's own forward counts
                         loss, logits = loss
@@ -229,7 +204,8 @@ def fit(
             if not math.isfinite(train_loss):
                 raise TrainingDiverged(f"loss is {train_loss} in stage {stage} epoch {epoch}")
             train_acc = float((preds[:seen] == y_epoch[:seen]).sum()) / max(1, seen)
-            train_seconds += time.perf_counter() - t0
+            epoch_seconds = time.perf_counter() - t0
+            train_seconds += epoch_seconds
             images += seen
 
             last = epoch == scfg.epochs - 1
@@ -237,7 +213,8 @@ def fit(
             t1 = time.perf_counter()
             if last or (epoch + 1) % scfg.eval_every == 0:
                 test_acc = accuracy(net, x_test, y_test, scfg.eval_batch_size, channels_last, scfg.amp)
-            eval_seconds += time.perf_counter() - t1
+            epoch_eval_seconds = time.perf_counter() - t1
+            eval_seconds += epoch_eval_seconds
 
             state = EpochState(stage, epoch, model, opt, train_acc, train_loss, test_acc, dev)
             action = stack.on_epoch_end(state) if wants_rollback else "continue"
@@ -255,7 +232,8 @@ def fit(
                     "train_acc": round(train_acc, 6),
                     "test_acc": None if test_acc is None else round(test_acc, 6),
                     "action": action,
-                    "seconds": round(time.perf_counter() - t0, 3),
+                    "train_seconds": round(epoch_seconds, 4),
+                    "eval_seconds": round(epoch_eval_seconds, 4),
                 }
             )
             if progress is not None:

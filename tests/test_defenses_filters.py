@@ -133,7 +133,7 @@ def test_filter_params_fail_with_one_line(cifar10_2k):
 @pytest.mark.parametrize("spec", [("grayscale", {}), ("bdr", {"bits": 3}), ("bdr", {"bits": 5, "method": "round"})])
 def test_per_pixel_filters_commute_with_crop_and_flip(cifar10_2k, spec):
     """Why filtering once before training equals the reference per-batch pipelines."""
-    from bench.trainer import crop_flip
+    from bench.batches import crop_flip
 
     x = cifar10_2k.train.x[:256]
     f = DefenseStack.build([spec]).transform_train

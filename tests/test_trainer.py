@@ -7,7 +7,8 @@ import torch
 from bench.data import ImageData
 from bench.models import create_model
 from bench.train_config import TrainConfig
-from bench.trainer import crop_flip, fit, lr_at
+from bench.batches import EpochAugmenter, crop_flip
+from bench.trainer import fit, lr_at
 
 
 def test_crop_flip_is_a_shifted_and_mirrored_window(mini):
@@ -27,6 +28,20 @@ def test_crop_flip_is_a_shifted_and_mirrored_window(mini):
     # no padding and no flip is the identity
     same = crop_flip(x, torch.arange(64), (32, 32), 0, False, g)
     assert torch.equal(same, x)
+
+
+@pytest.mark.parametrize("budget", [0, 1 << 31], ids=["scatter-flip", "mirror-stack"])
+def test_epoch_augmenter_equals_crop_flip(mini, budget):
+    """Both epoch paths (mirrored copy kept, or flip scattered afterwards) give exactly the
+    crops and mirrors `crop_flip` draws from the same generator state."""
+    x = mini.train.x[:300]
+    aug = EpochAugmenter(x, 4, mirror_budget=budget)
+    assert (aug.stacked is None) == (budget == 0)
+    perm = torch.randperm(300, generator=torch.Generator().manual_seed(3))
+    got = aug(perm, torch.Generator().manual_seed(7))
+    want = crop_flip(torch.nn.functional.pad(x, (4,) * 4), perm, (32, 32), 4, True, torch.Generator().manual_seed(7))
+    assert torch.equal(got, want)
+    assert not torch.equal(got, x[perm])  # it did augment
 
 
 def test_lr_schedules():

@@ -11,7 +11,12 @@ noise hits all of them alike:
 - ``dataloader``: the reference code's style: PIL RandomCrop(32, 4) + RandomHorizontalFlip +
   ToTensor through a torch DataLoader (``--workers``, default 0).
 
-It prints images/s per loop (median over ``--reps``) and the ratios to ``pure``.
+``pure`` gets the trainer's exact batch sizes (the last, partial batch too), both loops are
+warmed up first, and runs last at least ``--min-seconds``. Pure and trainer then run back to
+back in alternating order, ``--reps`` times, and every epoch is timed on its own (the trainer's
+from its learning curve, evaluation excluded). A loop's images/s comes from its median epoch
+time over all reps: on a shared machine a burst of load slows a few epochs, not the median.
+It prints those, their ratios, and each back-to-back pair's own ratio.
 """
 from __future__ import annotations
 
@@ -21,16 +26,24 @@ import sys
 import time
 
 
-def _pure(model, xs, ys, opt, loss_fn) -> float:
-    t0 = time.perf_counter()
-    n = 0
-    for xb, yb in zip(xs, ys):
-        loss = loss_fn(model(xb), yb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        n += len(xb)
-    return n / (time.perf_counter() - t0)
+def _pure(model, xs, ys, opt, loss_fn, epochs: int) -> list[float]:
+    """Seconds of each of ``epochs`` passes over the pre-built batches (cycling through the
+    prepared epochs)."""
+    per_epoch = len(xs) // _PREPARED_EPOCHS
+    out = []
+    for e in range(epochs):
+        k = e % _PREPARED_EPOCHS
+        t0 = time.perf_counter()
+        for xb, yb in zip(xs[k * per_epoch : (k + 1) * per_epoch], ys[k * per_epoch : (k + 1) * per_epoch]):
+            loss = loss_fn(model(xb), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+_PREPARED_EPOCHS = 2
 
 
 def _dataloader(model, data, bs, opt, loss_fn, workers) -> float:
@@ -62,7 +75,11 @@ def _dataloader(model, data, bs, opt, loss_fn, workers) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def bench_trainer(archs: list[str], n: int, bs: int, epochs: int, reps: int, workers: int) -> list[dict]:
+def bench_trainer(
+    archs: list[str], n: int, bs: int, epochs: int, reps: int, workers: int, min_seconds: float
+) -> list[dict]:
+    import math
+
     import torch
 
     from bench.data import stratified_indices
@@ -74,38 +91,54 @@ def bench_trainer(archs: list[str], n: int, bs: int, epochs: int, reps: int, wor
     mini = DATASETS.create("cifar10-mini").load(None)
     train = mini.train.subset(stratified_indices(mini.train.y, n, 0))
     test = mini.test.subset(torch.arange(0, len(mini.test), 10))
-    # Same optimizer work in every loop: no grad clipping, constant lr, no channels_last on CPU.
-    cfg = TrainConfig(epochs=epochs, batch_size=bs, lr=0.01, schedule="constant", grad_clip=None, eval_every=10**6)
     loss_fn = torch.nn.CrossEntropyLoss()
     g = torch.Generator().manual_seed(0)
     xs, ys = [], []
-    for _ in range(epochs):
+    steps = len(train) // bs + (1 if len(train) % bs >= 2 else 0)  # the trainer's batches, last partial one too
+    for _ in range(_PREPARED_EPOCHS):
         perm = torch.randperm(len(train), generator=g)
-        for s in range(0, len(train) - bs + 1, bs):
+        for s in range(0, steps * bs, bs):
             xs.append(train.x[perm[s : s + bs]].float() / 255)
             ys.append(train.y[perm[s : s + bs]])
     out = []
     for arch in archs:
-        speeds: dict[str, list[float]] = {"pure": [], "trainer": [], "dataloader": []}
 
         def fresh():
             torch.manual_seed(0)
             m = create_model(arch, num_classes=10)
             return m, torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
 
+        # warm-up of both loops (first-call allocations, lazy imports); it also sizes the runs
+        warm_cfg = TrainConfig(epochs=1, batch_size=bs, lr=0.01, schedule="constant", grad_clip=None)
+        fit(fresh()[0], train.subset(torch.arange(bs * 2)), test, warm_cfg, seed=0)
         m, opt = fresh()
-        _pure(m, xs[:3], ys[:3], opt, loss_fn)  # warm-up
-        for _ in range(reps):
+        epoch_s = _pure(m, xs, ys, opt, loss_fn, 1)[0]
+        run_epochs = max(epochs, math.ceil(min_seconds / epoch_s))
+        # same optimizer work in both loops: no grad clipping, constant lr, no channels_last on CPU
+        cfg = warm_cfg.model_copy(update={"epochs": run_epochs, "eval_every": 10**6})
+
+        def pure() -> list[float]:
             m, opt = fresh()
-            speeds["pure"].append(_pure(m, xs, ys, opt, loss_fn))
-            m, _ = fresh()
-            speeds["trainer"].append(fit(m, train, test, cfg, seed=0).images_per_second)
+            return _pure(m, xs, ys, opt, loss_fn, run_epochs)
+
+        def trainer() -> list[float]:
+            return [c["train_seconds"] for c in fit(fresh()[0], train, test, cfg, seed=0).curve]
+
+        epochs_s: dict[str, list[float]] = {"pure": [], "trainer": [], "dataloader": []}
+        ratios: list[float] = []
+        for rep in range(reps):
+            # pure and trainer back to back, in alternating order, so each pair's ratio compares
+            # two runs under the same machine load
+            first, second = (pure, trainer) if rep % 2 == 0 else (trainer, pure)
+            a, b = first(), second()
+            p_, t_ = (a, b) if rep % 2 == 0 else (b, a)
+            epochs_s["pure"] += p_
+            epochs_s["trainer"] += t_
+            ratios.append(statistics.median(p_) / statistics.median(t_))
             m, opt = fresh()
-            speeds["dataloader"].append(
-                statistics.mean(_dataloader(m, train, bs, opt, loss_fn, workers) for _ in range(epochs))
-            )
-        med = {k: statistics.median(v) for k, v in speeds.items()}
-        out.append({"arch": arch, **med})
+            epochs_s["dataloader"].append(len(train) / _dataloader(m, train, bs, opt, loss_fn, workers))
+        speed = {k: len(train) / statistics.median(v) for k, v in epochs_s.items()}
+        out.append({"arch": arch, "epochs": run_epochs, **speed, "ratio": speed["trainer"] / speed["pure"], "ratios": ratios})
     return out
 
 
@@ -115,20 +148,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--archs", default="convnet_cifar,mlp")
     p.add_argument("--n", type=int, default=2000, help="training images (from cifar10-mini)")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=2, help="at least this many epochs per run")
+    p.add_argument("--min-seconds", type=float, default=2.0, help="more epochs until a run lasts about this long")
+    p.add_argument("--reps", type=int, default=7)
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers of the reference-style loop")
     a = p.parse_args(argv)
     import torch
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {a.batch_size}, {a.n} images x {a.epochs} epochs, median of {a.reps}")
-    rows = bench_trainer(a.archs.split(","), a.n, a.batch_size, a.epochs, a.reps, a.workers)
-    print(f"{'model':<16}{'pure img/s':>12}{'trainer img/s':>15}{'dataloader img/s':>18}{'trainer/pure':>14}{'dataloader/pure':>17}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {a.batch_size}, {a.n} images, {a.reps} reps, median epoch")
+    rows = bench_trainer(a.archs.split(","), a.n, a.batch_size, a.epochs, a.reps, a.workers, a.min_seconds)
+    print(f"{'model':<16}{'epochs':>7}{'pure img/s':>12}{'trainer img/s':>15}{'dataloader img/s':>18}{'trainer/pure':>14}{'dataloader/pure':>17}")
     for r in rows:
         print(
-            f"{r['arch']:<16}{r['pure']:>12.0f}{r['trainer']:>15.0f}{r['dataloader']:>18.0f}"
-            f"{r['trainer'] / r['pure']:>14.2f}{r['dataloader'] / r['pure']:>17.2f}"
+            f"{r['arch']:<16}{r['epochs']:>7}{r['pure']:>12.0f}{r['trainer']:>15.0f}{r['dataloader']:>18.0f}"
+            f"{r['ratio']:>14.2f}{r['dataloader'] / r['pure']:>17.2f}"
         )
+    for r in rows:
+        pairs = " ".join(f"{x:.2f}" for x in r["ratios"])
+        print(f"{r['arch']}: trainer/pure of each back-to-back pair {pairs} (median {statistics.median(r['ratios']):.2f})")
     return 0
 
 
