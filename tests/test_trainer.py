@@ -88,3 +88,15 @@ def test_training_on_labels_it_cannot_learn_stays_at_chance(cifar10_2k):
     model = create_model("mlp", num_classes=10)
     res = fit(model, shuffled, cifar10_2k.test, TrainConfig(epochs=3, lr=0.05), seed=0)
     assert res.clean_acc_final < 0.2
+
+
+def test_perf_benchmark_runs_and_reports_every_loop(capsys):
+    """The benchmark itself works (its numbers are machine facts, not asserted here)."""
+    from bench.perf.__main__ import main
+
+    assert main(["trainer", "--archs", "mlp", "--n", "300", "--reps", "1", "--epochs", "2", "--min-seconds", "0"]) == 0
+    out = capsys.readouterr().out
+    header, row = [ln for ln in out.splitlines() if ln.startswith(("model", "mlp "))]
+    assert "trainer/pure" in header and "trainer/pure-fused" in header
+    speeds = [float(v) for v in row.split()[2:]]
+    assert len(speeds) == 7 and all(v > 0 for v in speeds)
