@@ -47,6 +47,8 @@ def list_cmd(kind: str, pattern: str) -> None:
         extra = []
         if "threat" in e.meta:
             extra.append(e.meta["threat"].describe())
+        if "cost" in e.meta:
+            extra.append(f"cost: {e.meta['cost']}")
         if e.source != "builtin":
             extra.append(e.source)
         tail = f"  [{'; '.join(extra)}]" if extra else ""

@@ -71,3 +71,12 @@ def keep_cpu_memory() -> bool:
         return False
     _allocator_tuned = ok
     return ok
+
+
+def prepare_device(device: "str | torch.device | None" = None) -> "torch.device":
+    """`resolve_device`, plus the process-wide setup that device wants (on CPU:
+    `keep_cpu_memory`). Every entry point that computes calls this once."""
+    dev = resolve_device(device)
+    if dev.type == "cpu":
+        keep_cpu_memory()
+    return dev

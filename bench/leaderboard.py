@@ -7,13 +7,15 @@ byte-identical output (no timestamps, stable sort orders, fixed number formattin
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
 
+from bench.plan import CLEAN_ONLY
 from bench.results import ResultRow, read_rows
 
-SECTION = ["dataset", "n_train", "n_test", "epochs", "arch", "poison_ratio"]
+SECTION = ["dataset", "n_pool", "n_test", "epochs", "arch", "poison_ratio"]
 
 
 def load_results(results_dir: Path) -> pd.DataFrame:
@@ -23,6 +25,15 @@ def load_results(results_dir: Path) -> pd.DataFrame:
     if not rows:
         return pd.DataFrame(columns=ResultRow.columns())
     return pd.DataFrame([r.model_dump() for r in rows], columns=ResultRow.columns())
+
+
+def _pool(row) -> int:
+    """The training set a row's matrix drew from: a clean-only baseline trains on it minus the
+    withheld (would-be poisoned) images, and belongs in the same section as its attacks."""
+    if row.attack_name != CLEAN_ONLY:
+        return int(row.n_train)
+    withheld = json.loads(row.attack_stats or "{}").get("poison", {}).get("withheld", 0)
+    return int(row.n_train) + int(withheld)
 
 
 def _cell(values: pd.Series) -> str:
@@ -69,14 +80,17 @@ def build(results_dir: Path) -> str:
         out.append("_No results yet: run `uebench run CONFIG`._")
         return "\n".join(out) + "\n"
     ok = ok.astype({"n_train": int, "n_test": int, "epochs": int, "poison_ratio": float})
+    ok = ok.assign(n_pool=[_pool(r) for r in ok.itertuples()])
     for key, sec in ok.groupby(SECTION, sort=True):
         d = dict(zip(SECTION, key))
         ratio = "" if d["poison_ratio"] == 1.0 else f" · poison ratio {d['poison_ratio']:g}"
+        baseline = (sec["attack_name"] == CLEAN_ONLY).any()
         out += [
             f"## {d['dataset']} · {d['arch']}{ratio}",
             "",
-            f"{d['n_train']} train / {d['n_test']} test images, {d['epochs']} epochs. "
-            f"Sources: {', '.join(sorted(set(sec['source_arch']) - {''})) or '—'}.",
+            f"{d['n_pool']} train / {d['n_test']} test images, {d['epochs']} epochs. "
+            f"Sources: {', '.join(sorted(set(sec['source_arch']) - {''})) or '—'}."
+            + (f" `{CLEAN_ONLY}` trains on the unpoisoned part alone." if baseline else ""),
             "",
             "**Final clean test accuracy (%)**",
             "",

@@ -122,10 +122,6 @@ class ResultStore:
     def rows(self) -> list[ResultRow]:
         return read_rows(self.path) if self.path.exists() else []
 
-    def done(self) -> set[str]:
-        """Cells already finished successfully (failed cells are retried)."""
-        return {r.cell_hash for r in self.rows() if r.status == "ok"}
-
     def append(self, row: ResultRow, curve: list[dict] | None = None) -> None:
         """Add ``row`` (replacing an earlier row of the same cell), atomically."""
         self.dir.mkdir(parents=True, exist_ok=True)

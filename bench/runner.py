@@ -36,7 +36,7 @@ from bench.cache import Cache, resolve_cache_dir
 from bench.config import Matrix, canonical_json, parse_matrix
 from bench.data import ImageData, Splits, stratified_indices
 from bench.defense import DefenseStack
-from bench.device import device_name, resolve_device, seed_everything
+from bench.device import device_name, prepare_device, resolve_device, seed_everything
 from bench.perturbation import Perturbation, apply_perturbation
 from bench.plan import CLEAN_ONLY, Cell, PoisonTask, attack_params, config_hash, dataset_spec, defense_params, plan
 from bench.provenance import git_commit, versions
@@ -430,7 +430,7 @@ def poison_task(job: dict, progress=None) -> dict:
     """Make (or find) one poison in the cache and validate it; report what happened."""
     m, _, poisons = _job_state(job)
     task = poisons[job["poison"]]
-    dev = resolve_device(job.get("device") or m.device)
+    dev = prepare_device(job.get("device") or m.device)
     bar = progress(f"poison {task.label(m)} seed {task.seed}", None) if progress else None
 
     def on_round(done, total=None, **info) -> None:
@@ -450,7 +450,7 @@ def train_task(job: dict, progress=None) -> dict:
     """Train one cell on its poison (read from the cache); return its row and curve."""
     m, cells, _ = _job_state(job)
     cell = cells[job["cell"]]
-    dev = resolve_device(job.get("device") or m.device)
+    dev = prepare_device(job.get("device") or m.device)
     poisoned, fresh = _poisoned(cell.poison, m, job, dev)
     row, curve = run_cell(cell, m, poisoned, dev, config_hash(m), progress)
     return {"row": row.model_dump(mode="json"), "curve": curve, "generated": poisoned.generated if fresh else 0}

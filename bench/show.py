@@ -85,7 +85,7 @@ def show_poison(
 ) -> tuple[Path, dict]:
     """Make the first poison of ``target`` and write its montage; returns (path, poison stats)."""
     from bench.datasets._common import resolve_data_root
-    from bench.device import resolve_device
+    from bench.device import prepare_device
     from bench.plan import plan
     from bench.runner import load_dataset, make_poison
 
@@ -93,7 +93,7 @@ def show_poison(
     task = plan(m)[0].poison
     root = resolve_data_root(str(data_root) if data_root else m.data_root)
     clean = load_dataset(task.dataset, root)
-    poison = make_poison(task, m, clean, resolve_device(device or m.device))
+    poison = make_poison(task, m, clean, prepare_device(device or m.device))
     title = f"attack: {m.attack_label(task.attack)} | data: {task.dataset.name} | threat: {poison.stats['threat']}"
     eps = poison.stats.get("epsilon") if poison.stats["threat"].startswith("linf") else None
     img = montage(clean.train, poison.splits.train, per_class, eps, title)

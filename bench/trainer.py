@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from bench.batches import EpochAugmenter, float_batches, float_buffer, to_float
 from bench.defense import DefenseStack
-from bench.device import keep_cpu_memory, resolve_device
+from bench.device import prepare_device
 from bench.train_config import TrainConfig
 from registry.lazy import lazy_import
 
@@ -121,9 +121,7 @@ def fit(
 ) -> TrainResult:
     """Train ``model`` on ``train`` (possibly poisoned), evaluating on clean ``test`` each epoch."""
     stack = stack or DefenseStack()
-    dev = resolve_device(device)
-    if dev.type == "cpu":
-        keep_cpu_memory()
+    dev = prepare_device(device)
     channels_last = cfg.channels_last if cfg.channels_last is not None else dev.type == "cuda"
     model = model.to(dev)
     if channels_last:
