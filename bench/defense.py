@@ -46,6 +46,7 @@ class Defense:
         """Called once before training with the model and the (transformed) data."""
 
     def transform_train(self, x: "torch.Tensor") -> "torch.Tensor":
+        """Applied once to the whole uint8 train set before training; must return uint8 (N, C, H, W)."""
         return x
 
     def transform_test(self, x: "torch.Tensor") -> "torch.Tensor":

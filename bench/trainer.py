@@ -1,9 +1,9 @@
 """The exploiter's training engine, built for speed in the manner of airbench.
 
 The whole train set lives on the device as uint8; each epoch's crops and flips are one
-``index_select`` and its float batches are converted a chunk at a time into a kept buffer
+``index_select`` and each float batch is a cast into a kept two-batch buffer
 (`bench.batches`), so there is no per-sample Python, no DataLoader and no worker process.
-Per step, only the model's own work and two small bookkeeping ops run. Defenses plug in
+Per step, only the model's own work, a batch cast and two list appends run. Defenses plug in
 through the hooks of `bench.defense.Defense`; the loop below is the only training loop in
 the project.
 """
@@ -132,6 +132,8 @@ def fit(
     y_train = train.y.to(dev)
     x_test = stack.transform_test(test.x.to(dev))
     y_test = test.y.to(dev)
+    if x_train.dtype != torch.uint8 or x_test.dtype != torch.uint8:
+        raise TypeError(f"transform_train/transform_test must return uint8 images, got {x_train.dtype}/{x_test.dtype}")
     stack.setup(model, train.with_images(x_train), test.with_images(x_test), train.num_classes)
     wants_rollback = stack.overrides("on_epoch_end")
     transforms_batch, steps_itself = stack.overrides("batch_transform"), stack.overrides("training_step")
