@@ -44,10 +44,11 @@ class _Source:
         self.reset()
 
     def reset(self) -> None:
+        from bench.trainer import sgd
+
         self.model = self.p.build_source(self.ctx)
-        self.opt = torch.optim.SGD(
-            self.model.parameters(), lr=self.p.lr, momentum=self.p.momentum, weight_decay=self.p.weight_decay
-        )
+        params = list(self.model.parameters())
+        self.opt = sgd(params, params[0].device, lr=self.p.lr, momentum=self.p.momentum, weight_decay=self.p.weight_decay)
 
     def step(self, inp: "torch.Tensor", y: "torch.Tensor") -> None:
         from bench.trainer import autocast_for

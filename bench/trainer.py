@@ -149,7 +149,7 @@ def fit(
         groups = stack.param_groups(model) or [{"params": list(model.parameters())}]
         for grp in groups:
             grp.setdefault("lr_mult", 1.0)
-        opt = sgd(groups, scfg, dev)
+        opt = sgd(groups, dev, lr=scfg.lr, momentum=scfg.momentum, weight_decay=scfg.weight_decay, nesterov=scfg.nesterov)
         pad = scfg.crop_padding if scfg.augment == "crop_flip" else 0
         augmenter = EpochAugmenter(x_train, pad) if scfg.augment != "none" else None
         bs = scfg.batch_size
@@ -266,11 +266,11 @@ def _loss_fn(cfg: TrainConfig):
     return loss_fn
 
 
-def sgd(groups: list[dict], cfg: TrainConfig, dev: "torch.device") -> "torch.optim.Optimizer":
+def sgd(groups, dev: "torch.device", *, lr: float, momentum: float, weight_decay: float, nesterov: bool = False):
     """SGD with momentum and weight decay, as the reference code; the fused kernel where torch
     has one for the device (one kernel over all parameters: the step costs about a third of
     the per-parameter loop's on CPU), the standard implementation otherwise. Same update rule."""
-    kw = dict(lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
+    kw = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
     if dev.type in ("cpu", "cuda"):
         try:
             return torch.optim.SGD(groups, fused=True, **kw)
