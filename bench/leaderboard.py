@@ -7,7 +7,9 @@ byte-identical output (no timestamps, stable sort orders, fixed number formattin
 """
 from __future__ import annotations
 
+import hashlib
 import json
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -34,6 +36,22 @@ def _pool(row) -> int:
         return int(row.n_train)
     withheld = json.loads(row.attack_stats or "{}").get("poison", {}).get("withheld", 0)
     return int(row.n_train) + int(withheld)
+
+
+def _short(text: str) -> str:
+    return hashlib.sha256(str(text).encode()).hexdigest()[:6]
+
+
+def _disambiguate(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows that share a section and a label but not their params (a config edited between
+    runs, two matrices naming different settings alike) get the params' short hash appended to
+    the label, so a cell never averages different attacks or defenses."""
+    df = df.copy()
+    for label, params in (("attack", "attack_params"), ("defense", "defense_params")):
+        variants = df.groupby([*SECTION, "train", label])[params].transform("nunique")
+        clash = variants > 1
+        df.loc[clash, label] = df.loc[clash, label] + " #" + df.loc[clash, params].map(_short)
+    return df
 
 
 def _cell(values: pd.Series) -> str:
@@ -80,13 +98,19 @@ def build(results_dir: Path) -> str:
         out.append("_No results yet: run `uebench run CONFIG`._")
         return "\n".join(out) + "\n"
     ok = ok.astype({"n_train": int, "n_test": int, "epochs": int, "poison_ratio": float})
-    ok = ok.assign(n_pool=[_pool(r) for r in ok.itertuples()])
-    for key, sec in ok.groupby(SECTION, sort=True):
-        d = dict(zip(SECTION, key))
+    ok = ok.assign(n_pool=[_pool(r) for r in ok.itertuples()], train=ok["train_config"].map(_short))
+    ok = _disambiguate(ok)
+    # runs with different training settings are never pooled: the settings' hash joins the
+    # section key, and shows in the title where two sections would otherwise look alike
+    keys = [tuple(k) for k, _ in ok.groupby([*SECTION, "train"], sort=True)]
+    alike = Counter(k[:-1] for k in keys)
+    for key, sec in ok.groupby([*SECTION, "train"], sort=True):
+        d = dict(zip([*SECTION, "train"], key))
         ratio = "" if d["poison_ratio"] == 1.0 else f" · poison ratio {d['poison_ratio']:g}"
+        train = f" · train #{d['train']}" if alike[tuple(key[:-1])] > 1 else ""
         baseline = (sec["attack_name"] == CLEAN_ONLY).any()
         out += [
-            f"## {d['dataset']} · {d['arch']}{ratio}",
+            f"## {d['dataset']} · {d['arch']}{ratio}{train}",
             "",
             f"{d['n_pool']} train / {d['n_test']} test images, {d['epochs']} epochs. "
             f"Sources: {', '.join(sorted(set(sec['source_arch']) - {''})) or '—'}."

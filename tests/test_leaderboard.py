@@ -57,3 +57,23 @@ def test_failed_rows_are_counted_not_shown(tiny_run, tmp_path):
 
 def test_empty_results_give_a_hint(tmp_path):
     assert "No results yet" in build(tmp_path)
+
+
+def test_rows_with_other_params_or_training_settings_are_never_pooled(tiny_run, tmp_path):
+    """A config edited between runs leaves rows under the same label with other params: the
+    leaderboard shows them apart instead of averaging different experiments."""
+    _, results, _, _ = tiny_run
+    d = tmp_path / "r"
+    shutil.copytree(results, d)
+    with open(d / "tiny.csv") as fh:
+        lines = list(csv.reader(fh))
+    header, first = lines[0], dict(zip(lines[0], lines[1]))
+    other_attack = {**first, "cell_hash": "a" * 16, "attack_params": first["attack_params"].replace("}", ',"x":1}')}
+    other_train = {**first, "cell_hash": "b" * 16, "train_config": first["train_config"].replace("}", ',"x":1}')}
+    with open(d / "tiny.csv", "a", newline="") as fh:
+        csv.writer(fh, lineterminator="\n").writerows([[r[h] for h in header] for r in (other_attack, other_train)])
+    text = build(d)
+    assert text.count(f"{first['attack']} #") == 4  # two variants, in the final and the peak table
+    titles = [ln for ln in text.splitlines() if ln.startswith("## ")]
+    assert len(titles) == 2 and all(" · train #" in t for t in titles)
+    assert "# uebench" in build(results) and " #" not in "".join(ln for ln in build(results).splitlines() if ln.startswith("|"))
