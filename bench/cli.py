@@ -123,6 +123,7 @@ def run(
         if dry_run:
             preflight(m)
             click.echo(format_status(m, status(m, results_dir, root, cache, retry_failed), cache, retry_failed))
+            _stale_hint(m, config, results_dir)
             return
         summary = run_matrix(
             m, results_dir, root, progress=_progress, cache_dir=cache, lock="soft" if soft_lock else "file",
@@ -141,10 +142,47 @@ def run(
             click.echo(f"  failed: {row.attack} / {row.defense} / {row.arch} / seed {row.seed}: {row.error}", err=True)
     if summary.skipped_failed:
         click.echo(f"{len(summary.skipped_failed)} cells failed in an earlier run; rerun them with --retry-failed", err=True)
+    _stale_hint(m, config, results_dir)
     if leaderboard:
         _write_leaderboard(results_dir, None, echo=True)
     if summary.failed or summary.skipped_failed:
         sys.exit(1)
+
+
+def _stale_hint(m, config: Path, results_dir: Path) -> None:
+    from bench.runner import stale_rows
+
+    if stale := stale_rows(m, results_dir):
+        click.echo(
+            f"{len(stale)} rows in {Path(results_dir) / (m.name + '.csv')} are from cells this matrix no longer has "
+            f"(the config was edited); `uebench prune {config}` removes them",
+            err=True,
+        )
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_RESULTS_DIR, show_default=True)
+@click.option("--dry-run", is_flag=True, help="List the rows that would be removed, remove nothing.")
+def prune(config: Path, results_dir: Path, dry_run: bool) -> None:
+    """Remove the result rows (and curves) of cells the matrix CONFIG no longer has.
+
+    After a config is edited, its results file still holds the rows of the old cells; the
+    leaderboard shows them apart, but they are another experiment's and should not be
+    published under this matrix.
+    """
+    from bench.config import ConfigError, load_matrix
+    from bench.runner import prune as prune_rows
+    from bench.runner import stale_rows
+
+    try:
+        m = load_matrix(config, {})
+    except ConfigError as exc:
+        _fail(str(exc))
+    rows = stale_rows(m, results_dir) if dry_run else prune_rows(m, results_dir)
+    for r in rows:
+        click.echo(f"{'would remove' if dry_run else 'removed'}: {r.attack} / {r.defense} / {r.arch} / seed {r.seed} ({r.cell_hash})")
+    click.echo(f"{len(rows)} stale rows {'found' if dry_run else 'removed'} in {Path(results_dir) / (m.name + '.csv')}", err=True)
 
 
 def _write_leaderboard(results_dir: Path, output: Path | None, echo: bool) -> None:

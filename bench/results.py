@@ -129,13 +129,29 @@ class ResultStore:
             self.curves.mkdir(parents=True, exist_ok=True)
             atomic_write(self.curves / f"{row.cell_hash}.json", json.dumps({"cell_hash": row.cell_hash, "curve": curve}, indent=1))
         with self.lock:
-            rows = [r for r in self.rows() if r.cell_hash != row.cell_hash] + [row]
-            buf = io.StringIO()
-            w = csv.writer(buf, lineterminator="\n")
-            w.writerow(ResultRow.columns())
-            for r in rows:
-                w.writerow([_cell(getattr(r, c)) for c in ResultRow.columns()])
-            atomic_write(self.path, buf.getvalue())
+            self._write([r for r in self.rows() if r.cell_hash != row.cell_hash] + [row])
+
+    def prune(self, keep: set[str]) -> list[ResultRow]:
+        """Drop the rows (and curves) of cells not in ``keep``, atomically; return them.
+
+        Why: a config edited after a run leaves rows of cells it no longer has; they are
+        results of another experiment and should not be published under this matrix."""
+        with self.lock:
+            rows = self.rows()
+            gone = [r for r in rows if r.cell_hash not in keep]
+            if gone:
+                self._write([r for r in rows if r.cell_hash in keep])
+        for r in gone:
+            (self.curves / f"{r.cell_hash}.json").unlink(missing_ok=True)
+        return gone
+
+    def _write(self, rows: list[ResultRow]) -> None:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(ResultRow.columns())
+        for r in rows:
+            w.writerow([_cell(getattr(r, c)) for c in ResultRow.columns()])
+        atomic_write(self.path, buf.getvalue())
 
 
 def _umask() -> int:

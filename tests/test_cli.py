@@ -38,6 +38,33 @@ def test_rerun_of_a_finished_matrix_trains_nothing(tiny_run):
     assert (results / "tiny.csv").read_bytes() == before
 
 
+def test_prune_removes_the_rows_of_cells_an_edited_config_dropped(tiny_run, tmp_path):
+    import shutil
+
+    from conftest import TINY_CONFIG
+
+    cfg, results, _, env = tiny_run
+    res = tmp_path / "results"
+    shutil.copytree(results, res)
+    edited = tmp_path / "tiny.yaml"
+    edited.write_text(TINY_CONFIG.replace("seeds: [0, 1]", "seeds: [0]"))
+    before = read_rows(res / "tiny.csv")
+    dropped = {r.cell_hash for r in before if r.seed == 1}
+    assert len(dropped) == 2 and all((res / "curves" / f"{h}.json").exists() for h in dropped)
+
+    dry = run_cli("run", str(edited), "--results-dir", str(res), "--dry-run", env=env)
+    assert dry.returncode == 0 and "2 rows in" in dry.stderr and f"uebench prune {edited}" in dry.stderr
+    listed = run_cli("prune", str(edited), "--results-dir", str(res), "--dry-run", env=env)
+    assert listed.stdout.count("would remove") == 2 and len(read_rows(res / "tiny.csv")) == 4
+
+    done = run_cli("prune", str(edited), "--results-dir", str(res), env=env)
+    assert done.returncode == 0 and done.stdout.count("removed:") == 2
+    after = read_rows(res / "tiny.csv")
+    assert {r.cell_hash for r in after} == {r.cell_hash for r in before} - dropped
+    assert not any((res / "curves" / f"{h}.json").exists() for h in dropped)
+    assert "0 stale rows removed" in run_cli("prune", str(edited), "--results-dir", str(res), env=env).stderr
+
+
 def test_misspelled_key_exits_nonzero_with_one_line_and_writes_nothing(tmp_path):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("datasets: [cifar10-mini]\nattacks: [none]\narchs: [mlp]\ntrain: {epocs: 1}\n")
