@@ -45,6 +45,10 @@ from registry import ATTACKS
 EM_REFERENCE = "Huang et al. ICLR 2021 (EM); HanxunH/Unlearnable-Examples perturbation.py"
 GG_REFERENCE = "Liu et al. 2021, Going Grayscale; liuzrcc/ULEGrayAug perturbation.py"
 
+#: Part of every EM poison's cache key: bumped when the same params would give another δ.
+#: 2: sample-wise model steps visit the samples in a fixed seeded order, not storage order.
+EM_VERSION = "2"
+
 
 class EMParams(SourceParams, PGDParams):
     """Params of error-minimizing noise; defaults are the official code's CIFAR-10 settings."""
@@ -78,6 +82,7 @@ class EMParams(SourceParams, PGDParams):
     reference=EM_REFERENCE,
     threat=ThreatModel("linf", "epsilon"),
     category="error-minimizing",
+    version=EM_VERSION,
 )
 class ErrorMinimizing(Attack):
     """Error-minimizing noise; the trained source model stays available as ``source_model``."""
@@ -119,5 +124,5 @@ for _name, (_cls, _desc, _ref, _defaults) in PRESETS.items():
     _params = with_defaults(EMParams, _cls, f"`em` with the {_name} defaults: {_defaults}.", **_defaults)
     ATTACKS.register(
         _name, params=_params, description=_desc, reference=_ref, threat=ThreatModel("linf", "epsilon"),
-        category="error-minimizing", preset_of="em",
+        category="error-minimizing", preset_of="em", version=EM_VERSION,
     )(ErrorMinimizing)
