@@ -155,7 +155,7 @@ def _stale_hint(m, config: Path, results_dir: Path) -> None:
     if stale := stale_rows(m, results_dir):
         click.echo(
             f"{len(stale)} rows in {Path(results_dir) / (m.name + '.csv')} are from cells this matrix no longer has "
-            f"(the config was edited); `uebench prune {config}` removes them",
+            f"(its config or a plugin's version changed); `uebench prune {config}` removes them",
             err=True,
         )
 
@@ -167,9 +167,9 @@ def _stale_hint(m, config: Path, results_dir: Path) -> None:
 def prune(config: Path, results_dir: Path, dry_run: bool) -> None:
     """Remove the result rows (and curves) of cells the matrix CONFIG no longer has.
 
-    After a config is edited, its results file still holds the rows of the old cells; the
-    leaderboard shows them apart, but they are another experiment's and should not be
-    published under this matrix.
+    After a config is edited (or a plugin bumps its version), the results file still holds the
+    rows of the old cells; the leaderboard shows them apart, but they are another
+    experiment's and should not be published under this matrix.
     """
     from bench.config import ConfigError, load_matrix
     from bench.runner import prune as prune_rows

@@ -44,7 +44,7 @@ class PoisonTask:
         """Everything that determines the published training set (params with defaults)."""
         out = {
             "dataset": dataset_spec(self.dataset),
-            "attack": None if self.attack is None else {"name": self.attack.name, "params": attack_params(self.attack)},
+            "attack": None if self.attack is None else {"name": self.attack.name, "params": attack_params(self.attack), **_version(ATTACKS, self.attack.name)},
             "seed": self.seed,
             "poison_ratio": self.poison_ratio,
             "apply": m.apply.model_dump(mode="json"),
@@ -97,7 +97,7 @@ class Cell:
     def spec(self, m: Matrix) -> dict:
         return {
             "poison": self.poison.spec(m),
-            "defense": defense_params(self.defense),
+            "defense": [{**d, **_version(DEFENSES, d["name"])} for d in defense_params(self.defense)],
             "arch": self.arch,
             "train": m.train.model_dump(mode="json"),
             "robust": None if m.robust is None else m.robust.model_dump(mode="json"),
@@ -105,6 +105,14 @@ class Cell:
 
     def key(self, m: Matrix) -> str:
         return short_hash(self.spec(m), 16)
+
+
+def _version(registry, name: str) -> dict:
+    """A plugin's version as part of a cell key: a plugin that changes what its params compute
+    bumps its version, and its cells are then not "done". Version "1" adds nothing, so keys of
+    unversioned plugins stay what they were."""
+    v = registry.get(name).version
+    return {} if v == "1" else {"version": v}
 
 
 def attack_params(a: AttackSpec) -> dict:

@@ -303,3 +303,16 @@ def test_transfer_generates_each_source_poison_once_and_trains_every_target(tmp_
     )
     assert all(f"source_arch={r.source_arch}" in r.attack for r in rows)  # one leaderboard row per source
     assert {json.loads(r.attack_stats)["source_arch"] for r in rows} == {"mlp", "convnet_cifar"}
+
+
+def test_a_plugin_version_bump_makes_its_cells_new(monkeypatch):
+    """A plugin that changes what its params compute bumps its version: its cells are no
+    longer done (and its poisons not reused); version "1" leaves existing keys unchanged."""
+    import dataclasses
+
+    m = matrix(attacks=["none", {"name": "random", "params": {"mode": "class"}}])
+    before = {c.poison.attack.name if c.poison.attack else "-": c.key(m) for c in plan(m)}
+    entry = ATTACKS.get("random")
+    monkeypatch.setitem(ATTACKS._entries, "random", dataclasses.replace(entry, version="2"))
+    after = {c.poison.attack.name if c.poison.attack else "-": c.key(m) for c in plan(m)}
+    assert after["random"] != before["random"] and after["none"] == before["none"]
