@@ -141,8 +141,11 @@ class ResultStore:
             gone = [r for r in rows if r.cell_hash not in keep]
             if gone:
                 self._write([r for r in rows if r.cell_hash in keep])
+        # a cell's hash does not depend on the matrix, so another matrix may share the curve
+        used = {r.cell_hash for other in self.dir.glob("*.csv") for r in read_rows(other)}
         for r in gone:
-            (self.curves / f"{r.cell_hash}.json").unlink(missing_ok=True)
+            if r.cell_hash not in used:
+                (self.curves / f"{r.cell_hash}.json").unlink(missing_ok=True)
         return gone
 
     def _write(self, rows: list[ResultRow]) -> None:

@@ -57,11 +57,16 @@ def test_prune_removes_the_rows_of_cells_an_edited_config_dropped(tiny_run, tmp_
     listed = run_cli("prune", str(edited), "--results-dir", str(res), "--dry-run", env=env)
     assert listed.stdout.count("would remove") == 2 and len(read_rows(res / "tiny.csv")) == 4
 
+    # another matrix in the folder with one of the dropped cells keeps that cell's curve
+    shared = next(r for r in before if r.cell_hash in dropped)
+    lines = (res / "tiny.csv").read_text().splitlines()
+    (res / "other.csv").write_text("\n".join([lines[0], *[ln for ln in lines[1:] if ln.startswith(shared.cell_hash)]]) + "\n")
+
     done = run_cli("prune", str(edited), "--results-dir", str(res), env=env)
     assert done.returncode == 0 and done.stdout.count("removed:") == 2
     after = read_rows(res / "tiny.csv")
     assert {r.cell_hash for r in after} == {r.cell_hash for r in before} - dropped
-    assert not any((res / "curves" / f"{h}.json").exists() for h in dropped)
+    assert [h for h in dropped if (res / "curves" / f"{h}.json").exists()] == [shared.cell_hash]
     assert "0 stale rows removed" in run_cli("prune", str(edited), "--results-dir", str(res), env=env).stderr
 
 
