@@ -110,7 +110,7 @@ def float_batches(x_epoch: "torch.Tensor", bs: int, steps: int, buf: "torch.Tens
     """The epoch's uint8 images as float batches in [0, 1], each a view into ``buf``.
 
     Why a kept two-batch buffer: converting into a fresh tensor allocates a multi-MB block
-    every step, and on CPU that is fresh pages (measured ~10x slower than converting in place);
+    every step, and on CPU that is fresh pages (measured over 10x slower than converting in place);
     a batch-sized buffer also leaves the batch in cache for the forward pass. A batch is
     converted when asked for, after the step before has run its backward, and the two halves
     alternate so the previous batch stays intact for a defense that still looks at it.
