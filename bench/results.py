@@ -157,10 +157,15 @@ class ResultStore:
         atomic_write(self.path, buf.getvalue())
 
 
-def _umask() -> int:
+def _read_umask() -> int:
+    """The process umask. Reading it means setting it, so this runs once, at import (before
+    any worker thread could create a file in the moment it is 0)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -176,7 +181,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         # mkstemp makes the file private (0600); a result is as readable as any file written here
-        os.fchmod(fd, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
+        os.fchmod(fd, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

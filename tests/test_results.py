@@ -9,13 +9,12 @@ from bench.results import atomic_write, atomic_write_bytes
 
 
 def test_atomic_write_creates_files_as_open_would(tmp_path):
-    old = os.umask(0o022)
-    try:
-        atomic_write(tmp_path / "new.csv", "a,b\n")
-        (tmp_path / "plain.csv").write_text("a,b\n")
-    finally:
-        os.umask(old)
-    assert (tmp_path / "new.csv").stat().st_mode & 0o777 == (tmp_path / "plain.csv").stat().st_mode & 0o777 == 0o644
+    atomic_write(tmp_path / "new.csv", "a,b\n")
+    (tmp_path / "plain.csv").write_text("a,b\n")
+    umask = os.umask(0)
+    os.umask(umask)
+    mode = (tmp_path / "new.csv").stat().st_mode & 0o777
+    assert mode == (tmp_path / "plain.csv").stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
     assert (tmp_path / "new.csv").read_text() == "a,b\n"
 
 
