@@ -100,6 +100,12 @@ def to_float(xb: "torch.Tensor", channels_last: bool) -> "torch.Tensor":
     return out.copy_(xb).mul_(1.0 / 255.0)
 
 
+def steps_per_epoch(n: int, bs: int) -> int:
+    """Batches per epoch: every full batch, plus the partial last one unless it would hold a
+    single image (BatchNorm cannot train on one)."""
+    return n // bs + (1 if n % bs >= 2 else 0)
+
+
 def float_buffer(x: "torch.Tensor", bs: int, channels_last: bool) -> "torch.Tensor":
     """Two batches' worth of float storage, reused by `float_batches` for a whole stage."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format

@@ -102,9 +102,9 @@ def build(results_dir: Path) -> str:
     ok = _disambiguate(ok)
     # runs with different training settings are never pooled: the settings' hash joins the
     # section key, and shows in the title where two sections would otherwise look alike
-    keys = [tuple(k) for k, _ in ok.groupby([*SECTION, "train"], sort=True)]
-    alike = Counter(k[:-1] for k in keys)
-    for key, sec in ok.groupby([*SECTION, "train"], sort=True):
+    sections = list(ok.groupby([*SECTION, "train"], sort=True))
+    alike = Counter(tuple(key[:-1]) for key, _ in sections)
+    for key, sec in sections:
         d = dict(zip([*SECTION, "train"], key))
         ratio = "" if d["poison_ratio"] == 1.0 else f" · poison ratio {d['poison_ratio']:g}"
         train = f" · train #{d['train']}" if alike[tuple(key[:-1])] > 1 else ""

@@ -544,13 +544,17 @@ def _dataset(task: PoisonTask, root: Path, datasets: dict, m: Matrix) -> Splits:
 
 def stale_rows(m: Matrix, results_dir: Path) -> list[ResultRow]:
     """Rows in the matrix's results file whose cells the matrix no longer has (it was edited)."""
-    keys = {c.key(m) for c in plan(m)}
+    keys = _cell_keys(m)
     return [r for r in ResultStore(results_dir, m.name).rows() if r.cell_hash not in keys]
 
 
 def prune(m: Matrix, results_dir: Path) -> list[ResultRow]:
     """Remove `stale_rows` (and their curves) from the results; return what was removed."""
-    return ResultStore(results_dir, m.name).prune({c.key(m) for c in plan(m)})
+    return ResultStore(results_dir, m.name).prune(_cell_keys(m))
+
+
+def _cell_keys(m: Matrix) -> set[str]:
+    return {c.key(m) for c in plan(m)}
 
 
 def run_matrix(

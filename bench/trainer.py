@@ -16,7 +16,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from bench.batches import EpochAugmenter, float_batches, float_buffer, to_float
+from bench.batches import EpochAugmenter, float_batches, float_buffer, steps_per_epoch, to_float
 from bench.defense import DefenseStack
 from bench.device import prepare_device
 from bench.train_config import TrainConfig
@@ -153,7 +153,7 @@ def fit(
         pad = scfg.crop_padding if scfg.augment == "crop_flip" else 0
         augmenter = EpochAugmenter(x_train, pad) if scfg.augment != "none" else None
         bs = scfg.batch_size
-        steps = n // bs + (1 if n % bs >= 2 else 0)  # a last batch of 1 would break BatchNorm
+        steps = steps_per_epoch(n, bs)
         ckpt = _snapshot(model, opt) if wants_rollback else None
         loss_fn = _loss_fn(scfg)
         amp = autocast_for(dev, scfg.amp)  # reusable: entered and left once per step

@@ -32,6 +32,10 @@ import sys
 import time
 
 
+_PREPARED_EPOCHS = 2
+"""Distinct shuffled epochs of pre-built batches the pure loops cycle through."""
+
+
 def _pure(model, xs, ys, opt, loss_fn, epochs: int, first: int = 0) -> list[float]:
     """Seconds of each of ``epochs`` passes over the pre-built batches (cycling through the
     prepared epochs, starting at epoch ``first``)."""
@@ -47,9 +51,6 @@ def _pure(model, xs, ys, opt, loss_fn, epochs: int, first: int = 0) -> list[floa
             opt.step()
         out.append(time.perf_counter() - t0)
     return out
-
-
-_PREPARED_EPOCHS = 2
 
 
 def _dataloader(model, data, bs, opt, loss_fn, workers) -> float:
@@ -88,6 +89,7 @@ def bench_trainer(
 
     import torch
 
+    from bench.batches import steps_per_epoch
     from bench.data import stratified_indices
     from bench.models import create_model
     from bench.train_config import TrainConfig
@@ -100,7 +102,7 @@ def bench_trainer(
     loss_fn = torch.nn.CrossEntropyLoss()
     g = torch.Generator().manual_seed(0)
     xs, ys = [], []
-    steps = len(train) // bs + (1 if len(train) % bs >= 2 else 0)  # the trainer's batches, last partial one too
+    steps = steps_per_epoch(len(train), bs)  # the trainer's batches, last partial one too
     for _ in range(_PREPARED_EPOCHS):
         perm = torch.randperm(len(train), generator=g)
         for s in range(0, steps * bs, bs):
