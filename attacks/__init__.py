@@ -1,1 +1,10 @@
-"""Built-in attack plugins. Every public module here registers itself in `registry.ATTACKS`."""
+"""Built-in attack plugins.
+
+The modules in `PLUGINS` register themselves in `registry.ATTACKS` when the registry first
+loads; the other modules are building blocks shared by several families (`attacks.source`:
+the source model; `attacks.delta`: the PGD-optimized δ; `attacks.views`: batches of the
+clean images).
+"""
+
+PLUGINS = ("none", "random_noise", "em", "error_max", "ops", "lsp")
+"""The modules that register attacks (the registry imports these, and only these)."""

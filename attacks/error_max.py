@@ -1,12 +1,13 @@
-"""``error-max``: error-maximizing noise ("PGD-20" in the EM paper, algorithms.md §1.4).
+"""``error-max``: error-maximizing noise ("PGD-20" in the EM paper; ``docs/algorithms/baselines.md``).
 
 The source model is first trained on the *clean* data with the exploiter's own engine
-(`bench.trainer.fit`, default settings = the EM code's 60-epoch recipe with crop+flip and a
-cosine lr), then frozen; δ climbs the source's loss by signed PGD *ascent*, whole passes
-over the data repeated without further model training until the source's error on x + δ
-reaches ``target_error`` (0.9 sample-wise; 0.8 class-wise, on a 20% stratified subset with
-T = 1 and the class-mean update of class-wise EM). The EM paper's Figure 1 shows that such
-noise barely hurts an exploiter when sample-wise; it is the contrast that makes EM notable.
+(`attacks.source.train_on_clean`, default settings = the EM code's 60-epoch recipe with
+crop+flip and a cosine lr), then frozen; δ climbs the source's loss by signed PGD *ascent*,
+whole passes over the data repeated without further model training until the source's error
+on x + δ reaches ``target_error`` (0.9 sample-wise; 0.8 class-wise, on a 20% stratified
+subset with T = 1 and the class-mean update of class-wise EM). The EM paper's Figure 1 shows
+that such noise barely hurts an exploiter when sample-wise; it is the contrast that makes EM
+notable.
 """
 from __future__ import annotations
 
@@ -15,20 +16,15 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from attacks._inputs import CleanView, fixed_batches
-from attacks._pgd import PGDStep, class_mean_update, frozen, pgd
-from attacks._source import PGDParams, SourceParams, mean_loss_and_acc
-from bench.attack import Attack, AttackContext
-from bench.perturbation import Perturbation
-from bench.threat import ThreatModel
-from bench.train_config import TrainConfig
-from registry import ATTACKS
-from registry.lazy import lazy_import
+from attacks.delta import PGDParams, pgd_pass
+from attacks.source import CleanSourceParams, frozen, mean_loss_and_acc, train_on_clean
+from attacks.views import CleanView, fixed_batches
+from bench.api import ATTACKS, Attack, AttackContext, Perturbation, ThreatModel, lazy_import
 
 torch = lazy_import("torch")
 
 
-class ErrorMaxParams(SourceParams, PGDParams):
+class ErrorMaxParams(CleanSourceParams, PGDParams):
     """Params of error-maximizing noise; defaults follow the EM code's ``min-max`` scripts."""
 
     _BY_MODE: ClassVar[dict[str, dict[str, Any]]] = {
@@ -37,10 +33,7 @@ class ErrorMaxParams(SourceParams, PGDParams):
     }
 
     target_error: float = Field(0.9, gt=0, le=1, description="stop once the source's error on x + δ reaches it (default: 0.9 sample-wise, 0.8 class-wise)")
-    max_rounds: int = Field(20, ge=1, description="at most this many PGD passes over the data")
-    source_train: TrainConfig = Field(
-        default_factory=TrainConfig, description="how the source is trained on clean data first (default: the EM code's 60-epoch recipe)"
-    )
+    max_rounds: int = Field(20, ge=1, le=10_000, description="at most this many PGD passes over the data")
 
 
 @ATTACKS.register(
@@ -57,8 +50,7 @@ class ErrorMaximizing(Attack):
     source_model = None
 
     def generate(self, train, ctx: AttackContext) -> Perturbation:
-        from bench.data import stratified_indices
-        from bench.trainer import fit
+        from bench.pgd import PGD
 
         p: ErrorMaxParams = self.params
         dev = ctx.device
@@ -66,46 +58,26 @@ class ErrorMaximizing(Attack):
         n, k = len(train), train.num_classes
         eps = p.epsilon / 255.0
         class_wise = p.mode == "class"
-        index = (
-            stratified_indices(y, max(k, round(p.subset_fraction * n)), p.subset_seed).to(dev)
-            if class_wise
-            else torch.arange(n, device=dev)
-        )
-
-        t0 = time.perf_counter()
-        model = p.build_source(ctx)
-        cfg = p.source_train.model_copy(update={"eval_every": p.source_train.epochs})
-        probe = train.subset(stratified_indices(train.y, min(n, 2048), 0))  # fit reports accuracy on a train slice
-        res = fit(model, train, probe, cfg, seed=ctx.seed, device=dev)
-        train_seconds = time.perf_counter() - t0
-        ctx.log.info("error-max: source %s trained on clean data, train accuracy %.4f", p.source_arch, res.clean_acc_final)
+        index = p.pgd_index(y, k)
+        model, source_stats = train_on_clean(p, train, ctx)
 
         cl = p.use_channels_last(dev)
         view = CleanView(x, augment=False, padding=0, g=ctx.generator(1), channels_last=cl)
         delta = torch.zeros((k if class_wise else n, *x.shape[1:]), device=dev)
-        step = PGDStep(p.pgd_steps, p.step_size / 255.0, eps, direction=1, amp=p.amp, channels_last=cl)
+        walk = PGD(eps, p.step_size / 255.0, p.pgd_steps, direction=1, amp=p.amp, channels_last=cl)
         batches = fixed_batches(len(index), p.batch_size, dev)
-
-        def delta_of(idx):
-            return delta[y[idx]] if class_wise else delta[idx]
 
         def poisoned():
             for b in batches:
                 idx = index[b]
-                yield view.batch(idx) + delta_of(idx), y[idx]
+                yield view.batch(idx) + (delta[y[idx]] if class_wise else delta[idx]), y[idx]
 
         loss_clean, acc_clean = mean_loss_and_acc(model, ((view.batch(index[b]), y[index[b]]) for b in batches), p.amp, cl)
         history, err, rounds = [], 1.0 - acc_clean, 0
         with frozen(model):
             for rounds in range(1, p.max_rounds + 1):
                 t1 = time.perf_counter()
-                for b in batches:
-                    idx = index[b]
-                    eta = pgd(model, view.batch(idx), delta_of(idx), y[idx], step)
-                    if class_wise:
-                        class_mean_update(delta, eta, y[idx], eps)
-                    else:
-                        delta[idx] = eta
+                pgd_pass(model, view, index, y, delta, walk, class_wise, p.batch_size)
                 _, acc = mean_loss_and_acc(model, poisoned(), p.amp, cl)
                 err = 1.0 - acc
                 history.append({"round": rounds, "acc": round(acc, 4), "seconds": round(time.perf_counter() - t1, 2)})
@@ -118,7 +90,7 @@ class ErrorMaximizing(Attack):
         stats = {
             "mode": p.mode,
             "source_arch": p.source_arch,
-            "source_train_seconds": round(train_seconds, 2),
+            "source_train_seconds": source_stats["source_train_seconds"],
             "source_clean_acc": round(acc_clean, 4),
             "source_clean_loss": round(loss_clean, 4),
             "source_poisoned_loss": round(loss_poisoned, 4),

@@ -1,5 +1,5 @@
 """``lsp``: linearly separable synthetic shortcut patches (Yu et al. KDD 2022, "Availability
-attacks create shortcuts"), a training-free L2 baseline (algorithms.md §4).
+attacks create shortcuts"), a training-free L2 baseline (``docs/algorithms/baselines.md``).
 
 ``make_classification`` draws well-separated Gaussian clusters (one per class, ``class_sep``
 10) in C·(H/p)·(W/p) dimensions; each point is laid out as a (H/p)×(W/p)×C grid, every
@@ -16,11 +16,7 @@ import math
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bench.attack import Attack, AttackContext
-from bench.perturbation import Perturbation
-from bench.threat import ThreatModel
-from registry import ATTACKS
-from registry.lazy import lazy_import
+from bench.api import ATTACKS, Attack, AttackContext, Perturbation, ThreatModel, lazy_import
 
 torch = lazy_import("torch")
 

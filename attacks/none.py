@@ -1,11 +1,7 @@
 """``none``: publish the clean data. The reference row every leaderboard section starts with."""
 from __future__ import annotations
 
-from bench.attack import Attack, AttackContext
-from bench.perturbation import Perturbation
-from bench.threat import ThreatModel
-from registry import ATTACKS
-from registry.lazy import lazy_import
+from bench.api import ATTACKS, Attack, AttackContext, Perturbation, ThreatModel, lazy_import
 
 torch = lazy_import("torch")
 
@@ -13,7 +9,7 @@ torch = lazy_import("torch")
 @ATTACKS.register(
     "none",
     description="Clean data, no perturbation (the reference row)",
-    threat=ThreatModel("none", None),
+    threat=ThreatModel.none(),
     category="baseline",
 )
 class NoAttack(Attack):

@@ -1,4 +1,4 @@
-"""``ops``: the one-pixel shortcut (Wu et al. ICLR 2023), a training-free L0 baseline (§4).
+"""``ops``: the one-pixel shortcut (Wu et al. ICLR 2023), a training-free L0 baseline (``docs/algorithms/baselines.md``).
 
 For each class, every (position, corner colour c ∈ {0, 1}^C) pair is scored by
 mean|c − x_pos| / std|c − x_pos| over that class's images and all channels (large and
@@ -12,11 +12,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bench.attack import Attack, AttackContext
-from bench.perturbation import Perturbation
-from bench.threat import ThreatModel
-from registry import ATTACKS
-from registry.lazy import lazy_import
+from bench.api import ATTACKS, Attack, AttackContext, Perturbation, ThreatModel, lazy_import
 
 torch = lazy_import("torch")
 

@@ -1,4 +1,4 @@
-"""``random``: uniform noise δ ~ U[-ε, ε], sample-wise or class-wise (algorithms.md §1.4).
+"""``random``: uniform noise δ ~ U[-ε, ε], sample-wise or class-wise (``docs/algorithms/baselines.md``).
 
 The EM paper's Figure 1 baseline: sample-wise random noise leaves accuracy near clean;
 class-wise random noise is a (weak) shortcut.
@@ -9,11 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bench.attack import Attack, AttackContext
-from bench.perturbation import Perturbation
-from bench.threat import ThreatModel
-from registry import ATTACKS
-from registry.lazy import lazy_import
+from bench.api import ATTACKS, Attack, AttackContext, Perturbation, ThreatModel, lazy_import
 
 torch = lazy_import("torch")
 

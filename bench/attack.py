@@ -1,21 +1,26 @@
-"""The attack plugin seam: what an attack is given and what it must return.
+"""The attack plugin seam: what an attack is given, what it must return, how it registers.
 
-An attack is a class registered in `registry.ATTACKS` with a pydantic params model and a
-declared `ThreatModel` (``threat=`` in the registration). The harness builds it with
-validated params, calls `generate(train, ctx)` and gets a `Perturbation` back; it then
-applies, quantizes and validates the perturbation itself, so no attack can publish
-anything outside its declared budget.
+An attack is a subclass of `Attack` registered in `registry.ATTACKS` with a pydantic params
+model and a declared `ThreatModel` (``threat=``, required). The harness builds it with
+validated params and calls ``generate(train, ctx)`` on a private copy of the training set
+(an attack cannot change the data anyone else sees); it gets a `Perturbation` back, checks
+it (`bench.perturbation.check_perturbation`), then applies, quantizes and validates it
+itself against the pristine data, so no attack can publish anything outside its budget.
+
+`CONTRACT` is what `registry.ATTACKS` checks at registration; plugin authors import
+everything they need from `bench.api`.
 """
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
 from bench.threat import ThreatModel
-from registry import ATTACKS
+from registry import ATTACKS, RegistryError
 from registry.lazy import lazy_import
 
 if TYPE_CHECKING:
@@ -23,6 +28,7 @@ if TYPE_CHECKING:
 
     from bench.data import ImageData
     from bench.perturbation import Perturbation
+    from registry.core import Entry
 else:
     torch = lazy_import("torch")
 
@@ -71,5 +77,36 @@ class Attack:
 
 
 def threat_of(name: str) -> ThreatModel:
-    """The threat model an attack declared at registration."""
-    return ATTACKS.get(name).meta.get("threat", ThreatModel("none", None))
+    """The threat model an attack declared at registration (every attack has one)."""
+    return ATTACKS.get(name).meta["threat"]
+
+
+class _AttackContract:
+    """The rules of `registry.ATTACKS`: checked when a plugin registers, one line on a breach."""
+
+    META = {"threat", "category", "preset_of"}
+
+    def check(self, entry: "Entry") -> None:
+        where = entry.label
+        if not (isinstance(entry.factory, type) and issubclass(entry.factory, Attack)):
+            raise RegistryError(f"{where}: must be a subclass of bench.api.Attack, got {entry.factory!r}")
+        unknown = sorted(set(entry.meta) - self.META)
+        if unknown:
+            raise RegistryError(f"{where}: unknown registration keyword(s) {', '.join(unknown)} (allowed: {', '.join(sorted(self.META))})")
+        threat = entry.meta.get("threat")
+        if threat is None:
+            raise RegistryError(
+                f"{where}: declares no threat model; pass threat=ThreatModel('linf', 'epsilon') (norm and the params "
+                "field holding the budget), or threat=ThreatModel.none() for an attack that changes nothing"
+            )
+        if not isinstance(threat, ThreatModel):
+            raise RegistryError(f"{where}: threat must be a bench.api.ThreatModel, got {threat!r}")
+        if threat.budget_field is not None and threat.budget_field not in entry.params.model_fields:
+            fields = ", ".join(entry.params.model_fields) or "none"
+            raise RegistryError(
+                f"{where}: its threat model's budget field {threat.budget_field!r} is not a field of its params "
+                f"{entry.params.__name__} (fields: {fields}); add the field or name the right one"
+            )
+
+
+CONTRACT = _AttackContract()

@@ -7,7 +7,8 @@ side against a loop on pre-built float batches by ``python -m bench.perf trainer
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from registry.lazy import lazy_import
 
@@ -30,7 +31,7 @@ def _draw(b: int, pad: int, flip: bool, dev, g: "torch.Generator"):
 def _row_offsets(src: "torch.Tensor", h: int) -> "torch.Tensor":
     """Flat offset of row ``r`` of channel ``ch`` within one padded image, shape (1, c, h)."""
     _, c, hp, wp = src.shape
-    ar = lambda k: torch.arange(k, device=src.device)  # noqa: E731
+    ar = lambda k: torch.arange(k, device=src.device)
     return ((ar(c) * hp).view(1, c, 1) + ar(h).view(1, 1, h)) * wp
 
 

@@ -19,7 +19,9 @@ Integrity
 
 Locking
     ``get_or_create`` checks, takes a per-key lock, checks again, computes and publishes:
-    concurrent runs (processes, or hosts sharing the folder) compute each key once. The
+    concurrent runs (processes, or hosts sharing the folder) compute each key once. Only the
+    check under the lock may remove a bad entry (the first check may race with a writer that
+    is just republishing it). The
     default lock is ``flock`` (released by the OS if the holder dies); ``soft`` uses marker
     files for cluster filesystems where ``flock`` is a no-op (NFS mounted ``nolock``); a
     marker left by a dead process on the same host, or older than ``stale_after`` seconds,
@@ -35,14 +37,15 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from filelock import FileLock, SoftFileLock
 
-from bench.results import atomic_write_bytes
+from bench.atomic import atomic_write_bytes, is_stale_temp
 from bench.config import canonical_json
 from registry.lazy import lazy_import
 
@@ -59,6 +62,11 @@ SCHEMA = 1
 CACHE_ENV = "UEBENCH_CACHE"
 DEFAULT_CACHE_DIR = "~/.cache/uebench/cache"
 PAYLOAD, MANIFEST, LOCK = ".safetensors", ".json", ".lock"
+REQUIRED: dict[str, tuple[frozenset, frozenset]] = {
+    "perturbation": (frozenset({"delta"}), frozenset({"mode"})),
+    "index": (frozenset({"index"}), frozenset()),
+}
+"""For each kind the harness writes: the tensors and meta keys an entry must hold to be usable."""
 LockMode = Literal["file", "soft"]
 
 
@@ -130,34 +138,41 @@ class Cache:
     def contains(self, kind: str, key: str) -> bool:
         return self.manifest(kind, key) is not None
 
-    def get(self, kind: str, key: str) -> CacheEntry | None:
-        """The verified entry, or None; a corrupt entry is removed (the caller regenerates it)."""
+    def get(self, kind: str, key: str, repair: bool = True) -> CacheEntry | None:
+        """The verified entry, or None. A corrupt or malformed entry is removed when
+        ``repair`` (the caller then regenerates it), else only reported as a miss."""
         payload, manifest_path = self.paths(kind, key)
         if not manifest_path.is_file():
             return None
-        problem = None
+        problem, manifest, data = None, None, b""
         try:
             manifest = json.loads(manifest_path.read_text())
-            data = payload.read_bytes()
-            want = manifest["payload"]
-            if len(data) != want["bytes"]:
-                problem = f"payload has {len(data)} bytes, manifest says {want['bytes']} (truncated?)"
-            elif hashlib.sha256(data).hexdigest() != want["sha256"]:
-                problem = "payload sha256 differs from the manifest (corrupt)"
+            problem = _manifest_problem(manifest)
+            if problem is None:
+                data = payload.read_bytes()
+                want = manifest["payload"]
+                if len(data) != want["bytes"]:
+                    problem = f"payload has {len(data)} bytes, manifest says {want['bytes']} (truncated?)"
+                elif hashlib.sha256(data).hexdigest() != want["sha256"]:
+                    problem = "payload sha256 differs from the manifest (corrupt)"
         except FileNotFoundError:
             problem = "payload file is missing"
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError) as exc:
             problem = f"unreadable manifest ({type(exc).__name__}: {exc})"
+        tensors: dict = {}
         if problem is None:
             try:
                 from safetensors.torch import load
 
                 tensors = load(data)
-            except Exception as exc:  # noqa: BLE001 - any decoding error means a bad entry
+            except Exception as exc:
                 problem = f"payload does not decode as safetensors ({type(exc).__name__})"
+            else:
+                problem = _content_problem(kind, tensors, manifest)
         if problem is not None:
-            log.warning("cache: dropping %s/%s: %s", kind, key[:16], problem)
-            self.remove(kind, key)
+            if repair:
+                log.warning("cache: dropping %s/%s: %s", kind, key[:16], problem)
+                self.remove(kind, key)
             return None
         _touch(manifest_path)
         return CacheEntry(kind, key, manifest, tensors)
@@ -204,18 +219,21 @@ class Cache:
         kind: str,
         spec: dict[str, Any],
         make: Callable[[], tuple[dict[str, "torch.Tensor"], dict[str, Any]]],
+        force: bool = False,
     ) -> tuple[CacheEntry, bool]:
         """The entry for ``spec``, computing it with ``make()`` if no one has; (entry, created).
 
         ``make`` returns (tensors, meta). Concurrent callers with the same spec wait on the
-        key's lock and then read the one published entry.
+        key's lock and then read the one published entry. ``force`` computes and republishes
+        it even if it exists (``uebench run --regenerate``).
         """
         key = cache_key(kind, spec)
-        entry = self.get(kind, key)
-        if entry is not None:
-            return entry, False
+        if not force:
+            entry = self.get(kind, key, repair=False)
+            if entry is not None:
+                return entry, False
         with self.lock(kind, key):
-            entry = self.get(kind, key)
+            entry = None if force else self.get(kind, key)
             if entry is not None:
                 log.info("cache: %s/%s made by another process while we waited", kind, key[:16])
                 return entry, False
@@ -239,6 +257,8 @@ class Cache:
         for manifest_path in self.root.glob(f"{kind or '*'}/??/*{MANIFEST}"):
             try:
                 m = json.loads(manifest_path.read_text())
+                if _manifest_problem(m) is not None:
+                    continue  # malformed: `gc` removes it as corrupt
                 payload = manifest_path.with_suffix(PAYLOAD)
                 m["size"] = payload.stat().st_size
                 m["last_used"] = manifest_path.stat().st_mtime
@@ -256,8 +276,9 @@ class Cache:
         return bad
 
     def gc(self, older_than_days: float | None = None, dry_run: bool = False) -> dict[str, list[str]]:
-        """Remove what no reader can use: temp files and half entries left by killed writers,
-        corrupt entries, and (with ``older_than_days``) entries unused for that long."""
+        """Remove what no reader can use: temp files of dead writers, half entries left by
+        killed writers, corrupt or malformed entries, and (with ``older_than_days``) entries
+        unused for that long."""
         report: dict[str, list[str]] = {"temp": [], "incomplete": [], "corrupt": [], "unused": []}
         if not self.root.is_dir():
             return report
@@ -265,19 +286,24 @@ class Cache:
         for path in sorted(self.root.glob("*/??/*")):
             name = path.name
             if name.startswith(".") and name.endswith(".tmp"):
-                if now - path.stat().st_mtime > 3600:  # a live writer's temp file is younger
+                if is_stale_temp(path, now):
                     report["temp"].append(str(path))
             elif name.endswith(PAYLOAD) and not path.with_suffix(MANIFEST).exists():
-                if now - path.stat().st_mtime > 3600:
+                if now - path.stat().st_mtime > 3600:  # a live writer publishes its manifest right after
                     report["incomplete"].append(str(path))
-            elif name.endswith(MANIFEST) and not path.with_suffix(PAYLOAD).exists():
-                report["incomplete"].append(str(path))
-        for m in list(self.entries()):
-            payload, manifest = self.paths(m["kind"], m["key"])
-            if older_than_days is not None and now - m["last_used"] > older_than_days * 86400:
-                report["unused"] += [str(payload), str(manifest)]
-            elif not _payload_ok(payload, m):
-                report["corrupt"] += [str(payload), str(manifest)]
+            elif name.endswith(MANIFEST):
+                if not path.with_suffix(PAYLOAD).exists():
+                    report["incomplete"].append(str(path))
+                    continue
+                try:
+                    m = json.loads(path.read_text())
+                    bad = _manifest_problem(m) is not None or not _payload_ok(path.with_suffix(PAYLOAD), m)
+                except (OSError, ValueError):
+                    m, bad = None, True
+                if bad:
+                    report["corrupt"] += [str(path.with_suffix(PAYLOAD)), str(path)]
+                elif older_than_days is not None and now - path.stat().st_mtime > older_than_days * 86400:
+                    report["unused"] += [str(path.with_suffix(PAYLOAD)), str(path)]
         if not dry_run:
             for paths in report.values():
                 for p in paths:
@@ -285,13 +311,43 @@ class Cache:
         return report
 
 
+def _manifest_problem(m: Any) -> str | None:
+    """Why a parsed manifest cannot describe an entry (None if it can)."""
+    if not isinstance(m, dict):
+        return f"manifest is a JSON {type(m).__name__}, not an object"
+    pay = m.get("payload")
+    if not isinstance(pay, dict) or not isinstance(pay.get("bytes"), int) or not isinstance(pay.get("sha256"), str):
+        return "manifest has no valid payload record (bytes, sha256)"
+    for k in ("kind", "key"):
+        if not isinstance(m.get(k), str):
+            return f"manifest has no {k}"
+    if not isinstance(m.get("meta", {}), dict) or not isinstance(m.get("spec", {}), dict):
+        return "manifest meta/spec are not objects"
+    return None
+
+
 def _payload_ok(payload: Path, manifest: dict) -> bool:
     try:
         data = payload.read_bytes()
     except OSError:
         return False
-    want = manifest.get("payload", {})
-    return len(data) == want.get("bytes") and hashlib.sha256(data).hexdigest() == want.get("sha256")
+    want = manifest["payload"]
+    if len(data) != want["bytes"] or hashlib.sha256(data).hexdigest() != want["sha256"]:
+        return False
+    try:
+        from safetensors.torch import load
+
+        tensors = load(data)
+    except Exception:
+        return False
+    return _content_problem(manifest["kind"], tensors, manifest) is None
+
+
+def _content_problem(kind: str, tensors: dict, manifest: dict) -> str | None:
+    """What a decoded entry of ``kind`` lacks to be usable (None if nothing)."""
+    need_tensors, need_meta = REQUIRED.get(kind, (frozenset(), frozenset()))
+    missing = sorted(need_tensors - set(tensors)) + sorted(f"meta.{k}" for k in need_meta - set(manifest.get("meta", {})))
+    return f"entry lacks {', '.join(missing)}" if missing else None
 
 
 def _touch(path: Path) -> None:
@@ -300,30 +356,3 @@ def _touch(path: Path) -> None:
         os.utime(path)
     except OSError:
         pass
-
-
-def format_entries(entries: list[dict]) -> str:
-    """``uebench cache ls``: one line per entry."""
-    if not entries:
-        return "(empty)"
-    lines = [f"{'kind':<12}  {'key':<16}  {'size':>9}  {'seconds':>8}  {'created':<25}  what"]
-    for m in entries:
-        spec = m.get("spec", {})
-        if m.get("kind") == "perturbation":
-            what = f"{spec.get('attack')} {canonical_json(spec.get('params', {}))} seed {spec.get('seed')} data {str(spec.get('dataset'))[:12]}"
-        else:
-            what = f"ratio {spec.get('poison_ratio')} classes {spec.get('poison_classes') or 'all'} seed {spec.get('seed')} data {str(spec.get('dataset'))[:12]}"
-        secs = m.get("seconds")
-        lines.append(
-            f"{m.get('kind', '?'):<12}  {m.get('key', '')[:16]:<16}  {_size(m.get('size', 0)):>9}  "
-            f"{'' if secs is None else f'{secs:.1f}':>8}  {m.get('created', ''):<25}  {what}"
-        )
-    return "\n".join(lines)
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"

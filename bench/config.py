@@ -1,8 +1,10 @@
 """The matrix config: datasets × attacks × defense stacks × archs × seeds, validated up front.
 
-Every model is ``extra='forbid'``: a typo is an error naming the field, never a silently
-ignored key. `load_matrix` validates the whole matrix, including every plugin name and its
-params against the plugin's own model, before any work starts.
+Every model is a `bench.schema.StrictModel`: a typo is an error naming the field and the
+allowed keys, never a silently ignored key; YAML booleans are not numbers and infinities are
+refused. `parse_matrix` validates the whole matrix, including every plugin name and its
+params against the plugin's own model, before any work starts (`bench.configfile` reads the
+YAML file).
 
 YAML shorthand: an attack or a defense may be written as a bare name (``random``), or as
 ``{name, params, label}``; a defense entry may be a list of those (a stack, applied in
@@ -13,23 +15,24 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from bench.perturbation import ApplyConfig
+from bench.schema import StrictModel
 from bench.train_config import RobustEvalConfig, TrainConfig
 from registry import ATTACKS, DATASETS, DEFENSES, RegistryError, one_line
+
+MAX_SEED = 2**32 - 1
+"""Seeds are drawn into numpy (mod 2**32) and offset for torch generators: keep them below this."""
 
 
 class ConfigError(ValueError):
     """A config is invalid; the message is one line naming the field and the fix."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Strict = StrictModel
 
 
 def canonical_json(obj: Any) -> str:
@@ -52,6 +55,17 @@ class PluginSpec(_Strict):
     @classmethod
     def _from_name(cls, v: Any) -> Any:
         return {"name": v} if isinstance(v, str) else v
+
+    @field_validator("label")
+    @classmethod
+    def _printable(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not v.strip():
+            raise ValueError("must not be blank (leave it out to use the plugin's name)")
+        if any(ch in v for ch in "|\n\r\t`"):
+            raise ValueError("must not contain '|', '`', tabs or line breaks (it is a table cell of the leaderboard)")
+        return v
 
     def display(self, defaults: dict[str, Any]) -> str:
         """``label``, else the name plus the params that differ from the plugin's defaults."""
@@ -80,9 +94,9 @@ class DatasetSpec(_Strict):
 
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
-    n_train: int | None = Field(None, ge=2, description="stratified train subset (null: all)")
-    n_test: int | None = Field(None, ge=1, description="stratified test subset (null: all)")
-    subset_seed: int = 0
+    n_train: int | None = Field(None, ge=2, le=10**9, description="stratified train subset (null: all)")
+    n_test: int | None = Field(None, ge=1, le=10**9, description="stratified test subset (null: all)")
+    subset_seed: int = Field(0, ge=0, le=MAX_SEED)
 
     @model_validator(mode="before")
     @classmethod
@@ -96,7 +110,7 @@ class Matrix(_Strict):
     name: str = Field("run", pattern=r"^[A-Za-z0-9_.-]+$")
     datasets: list[DatasetSpec] = Field(min_length=1)
     attacks: list[AttackSpec] = Field(min_length=1)
-    defenses: list[list[DefenseSpec]] = Field(default_factory=lambda: [[DefenseSpec(name="standard")]])
+    defenses: list[list[DefenseSpec]] = Field(default_factory=lambda: [[DefenseSpec(name="standard")]], min_length=1)
     archs: list[str] = Field(min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     poison_ratio: float = Field(1.0, gt=0, le=1)
@@ -123,10 +137,35 @@ class Matrix(_Strict):
     def _stacks(cls, v: Any) -> Any:
         return [d if isinstance(d, list) else [d] for d in v] if isinstance(v, list) else v
 
+    @field_validator("defenses")
+    @classmethod
+    def _no_empty_stack(cls, v: list) -> list:
+        for i, stack in enumerate(v):
+            if not stack:
+                raise ValueError(f"entry {i} is an empty stack; write standard for plain training")
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        bad = [s for s in v if not 0 <= s <= MAX_SEED]
+        if bad:
+            raise ValueError(f"every seed must be in 0..{MAX_SEED}, got {bad}")
+        return _unique(v, "seeds")
+
+    @field_validator("archs", "source_archs")
+    @classmethod
+    def _archs(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and any(not a.strip() for a in v):
+            raise ValueError("model names must not be blank")
+        return v if v is None else _unique(v, "archs")
+
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
-        if v in ("auto", "cpu", "cuda", "mps") or v.startswith("cuda:"):
+        import re
+
+        if re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", v):
             return v
         raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
 
@@ -144,6 +183,10 @@ class Matrix(_Strict):
         dup = sorted({x for x in labels if labels.count(x) > 1})
         if dup:
             raise ValueError(f"attacks: duplicate entries {dup}; give them distinct params or a label")
+        stacks = [self.defense_label(st) for st in self.defenses]
+        dup = sorted({x for x in stacks if stacks.count(x) > 1})
+        if dup:
+            raise ValueError(f"defenses: duplicate entries {dup}; give them distinct params or a label")
         self._check_poisoning()
         return self
 
@@ -178,29 +221,18 @@ class Matrix(_Strict):
         return "+".join(d.display(DEFENSES.get(d.name).params().model_dump()) for d in stack)
 
 
+def _unique(v: list, field: str) -> list:
+    dup = sorted({str(x) for x in v if v.count(x) > 1})
+    if dup:
+        raise ValueError(f"duplicate entries {dup}")
+    return v
+
+
 def _check(reg, name: str, params: dict, where: str) -> None:
     try:
         reg.validate(name, params)
     except RegistryError as exc:
         raise ValueError(f"{where}: {exc}") from None
-
-
-def load_matrix(path: str | Path, overrides: dict[str, Any] | None = None) -> Matrix:
-    """Read and validate a matrix YAML; raise ConfigError with one line on any problem."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}:{where} not valid YAML ({getattr(exc, 'problem', exc)})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of fields (datasets, attacks, archs, …)")
-    raw.setdefault("name", path.stem)
-    raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return parse_matrix(raw, str(path))
 
 
 def parse_matrix(raw: dict, where: str = "config") -> Matrix:
@@ -211,14 +243,37 @@ def parse_matrix(raw: dict, where: str = "config") -> Matrix:
 
 
 def _matrix_error(exc: ValidationError) -> str:
-    allowed = {f"train.{k}" for k in TrainConfig.model_fields} | set(Matrix.model_fields)
     msg = one_line(exc)
     first = exc.errors()[0]
     if first["type"] == "extra_forbidden":
-        loc = ".".join(str(p) for p in first["loc"])
-        scope = loc.rsplit(".", 1)[0] + "." if "." in loc else ""
-        names = sorted(a[len(scope):] for a in allowed if a.startswith(scope) and "." not in a[len(scope):])
-        close = difflib.get_close_matches(loc.rsplit(".", 1)[-1], names, n=1)
+        loc = [str(p) for p in first["loc"]]
+        model = _model_at(Matrix, first["loc"][:-1])
+        names = sorted(model.model_fields) if model is not None else []
+        close = difflib.get_close_matches(loc[-1], names, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        msg = f"{loc}: unknown field{hint} (allowed: {', '.join(names)})"
+        msg = f"{'.'.join(loc)}: unknown field{hint} (allowed: {', '.join(names)})"
     return msg
+
+
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model a validation error's location points into (list indices skipped)."""
+    import typing
+
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        found = None
+        stack = [field.annotation]
+        while stack:
+            t = stack.pop()
+            if isinstance(t, type) and issubclass(t, BaseModel):
+                found = t
+                break
+            stack.extend(typing.get_args(t))
+        if found is None:
+            return None
+        model = found
+    return model

@@ -7,12 +7,18 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pydantic import BaseModel
+
+from registry import RegistryError
 from registry.lazy import lazy_import
 
 if TYPE_CHECKING:
     import torch
+
+    from registry.core import Entry
 else:
     torch = lazy_import("torch")
 
@@ -49,6 +55,14 @@ class ImageData:
     def with_images(self, x: "torch.Tensor") -> "ImageData":
         return replace(self, x=x)
 
+    def with_labels(self, y: "torch.Tensor") -> "ImageData":
+        return replace(self, y=y)
+
+    def copy(self) -> "ImageData":
+        """A deep copy: what an attack is handed, so nothing it does in place reaches the
+        harness's own (pristine) copy or any other cell."""
+        return replace(self, x=self.x.clone(), y=self.y.clone())
+
     def fingerprint(self) -> str:
         """sha256 over images, labels and class names: identifies the data in cache keys."""
         h = hashlib.sha256()
@@ -73,6 +87,30 @@ class Splits:
 
     def fingerprint(self) -> str:
         return hashlib.sha256((self.train.fingerprint() + self.test.fingerprint()).encode()).hexdigest()
+
+
+class Dataset:
+    """Base class of dataset plugins: built with validated params, ``load(root)`` returns the
+    `Splits` (``root`` is the data root; plugins that ship their data ignore it)."""
+
+    def __init__(self, params: BaseModel):
+        self.params = params
+
+    def load(self, root: Path) -> Splits:
+        raise NotImplementedError
+
+
+class _DatasetContract:
+    """The rules of `registry.DATASETS`, checked when a plugin registers."""
+
+    def check(self, entry: "Entry") -> None:
+        if not (isinstance(entry.factory, type) and issubclass(entry.factory, Dataset)):
+            raise RegistryError(f"{entry.label}: must be a subclass of bench.api.Dataset, got {entry.factory!r}")
+        if entry.meta:
+            raise RegistryError(f"{entry.label}: unknown registration keyword(s) {', '.join(sorted(entry.meta))}")
+
+
+CONTRACT = _DatasetContract()
 
 
 def stratified_indices(y: "torch.Tensor", n: int, seed: int) -> "torch.Tensor":

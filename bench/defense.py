@@ -13,6 +13,10 @@ loop; it overrides some of these hooks, which the trainer calls at fixed points:
 ``extra_stages``    further training stages after the main one (ST-Full's fine-tuning)
 ==================  =====================================================================
 
+No hook ever sees the test set: the exploiter is evaluated on it, never trained or tuned on
+it (``setup`` gets the model and the train set only; ``transform_test`` maps images it is
+not allowed to look at as a whole, it is applied by the trainer).
+
 A `DefenseStack` composes several defenses in order, e.g. ``[grayscale, mixup]``.
 ``cost`` declares the forward+backward passes per step relative to standard training, so the
 leaderboard can show what a defense costs.
@@ -24,14 +28,31 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
-from registry import DEFENSES
+from registry import DEFENSES, RegistryError
 
 if TYPE_CHECKING:
     import torch
 
-    from bench.trainer import EpochState
+    from registry.core import Entry
 
 EpochAction = Literal["continue", "rollback"]
+
+
+@dataclass
+class EpochState:
+    """What an ``on_epoch_end`` hook sees; ``optimizer.param_groups[i]["lr_mult"]`` is writable.
+
+    ``test_acc`` is not here on purpose: a defense that watched the clean test accuracy
+    would be tuning on the test set.
+    """
+
+    stage: int
+    epoch: int
+    model: "torch.nn.Module"
+    optimizer: "torch.optim.Optimizer"
+    train_acc: float
+    train_loss: float
+    device: "torch.device"
 
 
 class Defense:
@@ -42,8 +63,9 @@ class Defense:
     def __init__(self, params: BaseModel):
         self.params = params
 
-    def setup(self, model: "torch.nn.Module", train: Any, test: Any, num_classes: int) -> None:
-        """Called once before training with the model and the (transformed) data."""
+    def setup(self, model: "torch.nn.Module", train: Any, num_classes: int) -> None:
+        """Called once per training run before the first epoch, with the model and the
+        (transformed) training set; never with test data."""
 
     def transform_train(self, x: "torch.Tensor") -> "torch.Tensor":
         """Applied once to the whole uint8 train set before training; must return uint8 (N, C, H, W)."""
@@ -108,9 +130,9 @@ class DefenseStack:
             c *= d.cost
         return c
 
-    def setup(self, model, train, test, num_classes) -> None:
+    def setup(self, model, train, num_classes) -> None:
         for d in self.defenses:
-            d.setup(model, train, test, num_classes)
+            d.setup(model, train, num_classes)
 
     def transform_train(self, x):
         for d in self.defenses:
@@ -157,3 +179,19 @@ class DefenseStack:
 
 def _overrides(defense: Defense, hook: str) -> bool:
     return getattr(type(defense), hook) is not getattr(Defense, hook)
+
+
+class _DefenseContract:
+    """The rules of `registry.DEFENSES`, checked when a plugin registers."""
+
+    META = {"category", "cost"}
+
+    def check(self, entry: "Entry") -> None:
+        if not (isinstance(entry.factory, type) and issubclass(entry.factory, Defense)):
+            raise RegistryError(f"{entry.label}: must be a subclass of bench.api.Defense, got {entry.factory!r}")
+        unknown = sorted(set(entry.meta) - self.META)
+        if unknown:
+            raise RegistryError(f"{entry.label}: unknown registration keyword(s) {', '.join(unknown)} (allowed: {', '.join(sorted(self.META))})")
+
+
+CONTRACT = _DefenseContract()

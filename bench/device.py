@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import random
+from contextlib import nullcontext
 from typing import TYPE_CHECKING
 
 from registry.lazy import lazy_import
@@ -11,6 +12,28 @@ if TYPE_CHECKING:
     import torch
 else:
     torch = lazy_import("torch")
+
+
+class DeviceError(ValueError):
+    """The requested device does not exist on this machine; one line."""
+
+
+def check_device(device: "str | None", where: str = "device") -> None:
+    """Fail before any work, with one line, if ``device`` cannot be used here."""
+    import re
+
+    if device in (None, "auto", "cpu"):
+        return
+    if not isinstance(device, str) or not re.fullmatch(r"cuda(:\d+)?|mps", device):
+        raise DeviceError(f"{where}: {device!r} is not a device; use auto, cpu, cuda, cuda:N or mps")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DeviceError(f"{where}: {device} requested, but CUDA is not available here (torch {torch.__version__}); use cpu or auto")
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise DeviceError(f"{where}: {device} requested, but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        raise DeviceError(f"{where}: mps requested, but MPS is not available here; use cpu or auto")
 
 
 def resolve_device(device: "str | torch.device | None" = None) -> "torch.device":
@@ -24,6 +47,15 @@ def resolve_device(device: "str | torch.device | None" = None) -> "torch.device"
             return torch.device("mps")
         return torch.device("cpu")
     return torch.device(device)
+
+
+def autocast_for(device: "torch.device", enabled: bool):
+    """bf16 autocast on CUDA when asked (fp16 where bf16 is missing; no GradScaler needed
+    for bf16); nothing on CPU, where autocast would slow small models down."""
+    if enabled and device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return nullcontext()
 
 
 def seed_everything(seed: int) -> None:

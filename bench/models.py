@@ -6,7 +6,7 @@ a model by calling ``timm.models.register_model`` in a module named by the ``ueb
 entry-point group. So ``timm.create_model("resnet18_cifar")`` works once this module is
 imported, and `create_model` below is a thin wrapper that also loads plugins.
 
-The variants follow the EM and Going Grayscale reference code (algorithms.md §1.1, §2.2):
+The variants follow the EM and Going Grayscale reference code (``docs/algorithms/training.md``):
 3x3 stride-1 stems without max-pool (an ImageNet stem shrinks 32x32 to 8x8 before the first
 stage), inputs in [0, 1] and no normalization layer anywhere.
 
@@ -326,7 +326,7 @@ def blocks_of(model: nn.Module) -> list[nn.Module]:
         matcher = model.group_matcher(coarse=isinstance(model, timm.models.DenseNet))
     else:
         tops = list(dict.fromkeys(n.split(".", 1)[0] for n, _ in model.named_parameters()))
-        matcher = lambda n: tops.index(n.split(".", 1)[0])  # noqa: E731
+        matcher = lambda n: tops.index(n.split(".", 1)[0])
     params = dict(model.named_parameters())
     owned = {name: {f"{name}.{p}" if name else p for p, _ in m.named_parameters()} for name, m in model.named_modules()}
     blocks = []

@@ -9,27 +9,42 @@ on (dataset, seed, ratio, classes). A poison task whose ``attack`` is None is th
 perturbed (EM Table 2's D_c; Going Grayscale Table 4).
 
 A **cell** trains one exploiter (defense stack × target arch) on one poison with the cell's
-seed (the poison's). ``Cell.key`` is the resume key: it is computed from the config alone,
-so it is the same on every machine and in every run.
+seed (the poison's). Both are frozen records that carry their resume key and leaderboard
+label, computed once here from the config alone: the same on every machine and in every
+run, and the only thing a worker needs to know about the matrix (`RunSettings` holds the
+rest). Planning validates each distinct plugin spec once, so a matrix of 10,000 cells plans
+in about a second.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
 
 from bench.config import AttackSpec, DatasetSpec, DefenseSpec, Matrix, canonical_json, short_hash
+from bench.perturbation import ApplyConfig
+from bench.train_config import RobustEvalConfig, TrainConfig
 from registry import ATTACKS, DATASETS, DEFENSES
 
 CLEAN_ONLY = "clean-only"
 """Attack label and name of the clean-only baseline rows."""
 
 
-@dataclass(frozen=True)
-class PoisonTask:
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PoisonTask(_Frozen):
+    """One published training set; ``key`` is its resume/grouping key, ``label`` its leaderboard name."""
+
     dataset: DatasetSpec
     attack: AttackSpec | None  # None: the clean-only baseline
     seed: int
     poison_ratio: float
     poison_classes: tuple[str, ...] = ()
+    key: str
+    label: str
 
     @property
     def clean_only(self) -> bool:
@@ -40,26 +55,9 @@ class PoisonTask:
         """Whether only part of the train set is poisoned (so an index set is needed)."""
         return self.poison_ratio < 1.0 or bool(self.poison_classes)
 
-    def spec(self, m: Matrix) -> dict:
-        """Everything that determines the published training set (params with defaults)."""
-        out = {
-            "dataset": dataset_spec(self.dataset),
-            "attack": None if self.attack is None else {"name": self.attack.name, "params": attack_params(self.attack), **_version(ATTACKS, self.attack.name)},
-            "seed": self.seed,
-            "poison_ratio": self.poison_ratio,
-            "apply": m.apply.model_dump(mode="json"),
-        }
-        if self.poison_classes:
-            out["poison_classes"] = list(self.poison_classes)
-        return out
-
-    def key(self, m: Matrix) -> str:
-        return short_hash(self.spec(m), 16)
-
-    def label(self, m: Matrix) -> str:
-        """The leaderboard's attack label: the attack's, ``@class`` when restricted to classes."""
-        base = CLEAN_ONLY if self.attack is None else m.attack_label(self.attack)
-        return base + (f"@{'+'.join(self.poison_classes)}" if self.poison_classes else "")
+    @property
+    def attack_name(self) -> str:
+        return CLEAN_ONLY if self.attack is None else self.attack.name
 
     def perturbation_spec(self, fingerprint: str) -> dict:
         """Cache-key input of δ: what the attack sees (not the ratio, classes or apply mode)."""
@@ -84,27 +82,53 @@ class PoisonTask:
         }
 
 
-@dataclass(frozen=True)
-class Cell:
+class Cell(_Frozen):
+    """One exploiter (defense stack × arch) trained on one poison."""
+
     poison: PoisonTask
     defense: tuple[DefenseSpec, ...]
     arch: str
+    key: str
+    defense_label: str
 
     @property
     def seed(self) -> int:
         return self.poison.seed
 
-    def spec(self, m: Matrix) -> dict:
-        return {
-            "poison": self.poison.spec(m),
-            "defense": [{**d, **_version(DEFENSES, d["name"])} for d in defense_params(self.defense)],
-            "arch": self.arch,
-            "train": m.train.model_dump(mode="json"),
-            "robust": None if m.robust is None else m.robust.model_dump(mode="json"),
-        }
 
-    def key(self, m: Matrix) -> str:
-        return short_hash(self.spec(m), 16)
+class RunSettings(_Frozen):
+    """What a worker needs from the matrix besides its task: the matrix-wide settings."""
+
+    matrix: str
+    config_hash: str
+    train: TrainConfig
+    apply: ApplyConfig
+    robust: RobustEvalConfig | None
+    device: str
+
+
+class Plan:
+    """A matrix expanded: its cells in execution order, its poisons, its settings."""
+
+    def __init__(self, matrix: Matrix, cells: list[Cell]):
+        self.matrix = matrix
+        self.cells: tuple[Cell, ...] = tuple(cells)
+        self.settings = RunSettings(
+            matrix=matrix.name, config_hash=config_hash(matrix), train=matrix.train, apply=matrix.apply,
+            robust=matrix.robust, device=matrix.device,
+        )
+
+    @cached_property
+    def by_key(self) -> dict[str, Cell]:
+        return {c.key: c for c in self.cells}
+
+    @cached_property
+    def poisons(self) -> dict[str, PoisonTask]:
+        """Poison tasks by key, in execution order."""
+        return {c.poison.key: c.poison for c in self.cells}
+
+    def keys(self) -> set[str]:
+        return set(self.by_key)
 
 
 def _version(registry, name: str) -> dict:
@@ -133,6 +157,11 @@ def dataset_spec(d: DatasetSpec) -> dict:
     }
 
 
+def dataset_key(d: DatasetSpec) -> str:
+    """Identifies a dataset spec (its subset included) among the matrix's datasets."""
+    return short_hash(dataset_spec(d), 16)
+
+
 def expand_attacks(m: Matrix) -> list[AttackSpec]:
     """The attacks with ``source_archs`` applied: one copy per source for attacks that have one."""
     if m.source_archs is None:
@@ -148,27 +177,72 @@ def expand_attacks(m: Matrix) -> list[AttackSpec]:
     return out
 
 
-def poison_tasks(m: Matrix) -> list[PoisonTask]:
-    """Every poison of the matrix, in execution order: dataset, seed, ratio, attack (baseline last)."""
+def _attack_spec(a: AttackSpec | None) -> dict | None:
+    if a is None:
+        return None
+    return {"name": a.name, "params": attack_params(a), **_version(ATTACKS, a.name)}
+
+
+def plan(m: Matrix) -> Plan:
+    """All cells in execution order: dataset, seed, ratio, attack (baseline last), then
+    defense × target arch. Every distinct spec is validated and serialized once."""
     classes = tuple(m.poison_classes or ())
-    attacks = expand_attacks(m)
-    out = []
+    attacks: list[AttackSpec | None] = list(expand_attacks(m))
+    apply = m.apply.model_dump(mode="json")
+    attack_specs = [_attack_spec(a) for a in attacks]
+    attack_labels = [m.attack_label(a) for a in attacks]
+    stacks = [
+        (tuple(stack), [{**d, **_version(DEFENSES, d["name"])} for d in defense_params(stack)], m.defense_label(stack))
+        for stack in m.defenses
+    ]
+    train = m.train.model_dump(mode="json")
+    robust = None if m.robust is None else m.robust.model_dump(mode="json")
+    cells: list[Cell] = []
     for d in m.datasets:
+        dspec = dataset_spec(d)
         for seed in m.seeds:
             for ratio in m.ratios():
-                out += [PoisonTask(d, a, seed, ratio, classes) for a in attacks]
+                todo: list[tuple[AttackSpec | None, dict | None, str]] = list(zip(attacks, attack_specs, attack_labels))
                 if m.clean_baseline and (ratio < 1.0 or classes):
-                    out.append(PoisonTask(d, None, seed, ratio, classes))
-    return out
+                    todo.append((None, None, CLEAN_ONLY))
+                for a, aspec, label in todo:
+                    pspec: dict[str, Any] = {"dataset": dspec, "attack": aspec, "seed": seed, "poison_ratio": ratio, "apply": apply}
+                    if classes:
+                        pspec["poison_classes"] = list(classes)
+                    task = PoisonTask(
+                        dataset=d, attack=a, seed=seed, poison_ratio=ratio, poison_classes=classes,
+                        key=short_hash(pspec, 16), label=label + (f"@{'+'.join(classes)}" if classes else ""),
+                    )
+                    # the poison spec is serialized once and spliced into every cell spec of it
+                    pjson = canonical_json(pspec)
+                    for stack, dparams, dlabel in stacks:
+                        for arch in m.archs:
+                            spec = _cell_json(pjson, dparams, arch, train, robust)
+                            cells.append(Cell(poison=task, defense=stack, arch=arch, key=spec, defense_label=dlabel))
+    return Plan(m, cells)
 
 
-def plan(m: Matrix) -> list[Cell]:
-    """All cells in execution order: grouped by poison, then defense × target arch."""
-    return [Cell(p, tuple(stack), arch) for p in poison_tasks(m) for stack in m.defenses for arch in m.archs]
+def _cell_json(pjson: str, defense: list[dict], arch: str, train: dict, robust: dict | None) -> str:
+    """The cell key: sha256[:16] of the canonical JSON of {poison, defense, arch, train, robust}
+    (the keys in sorted order, as `canonical_json` would write the whole dict)."""
+    import hashlib
+
+    body = (
+        '{"arch":' + canonical_json(arch) + ',"defense":' + canonical_json(defense) + ',"poison":' + pjson
+        + ',"robust":' + canonical_json(robust) + ',"train":' + canonical_json(train) + "}"
+    )
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
 def config_hash(m: Matrix) -> str:
     return short_hash(m.model_dump(mode="json"), 16)
 
 
-__all__ = ["CLEAN_ONLY", "Cell", "PoisonTask", "plan", "poison_tasks", "expand_attacks", "config_hash", "canonical_json"]
+def settings_of(m: Matrix) -> RunSettings:
+    return Plan(m, []).settings
+
+
+__all__ = [
+    "CLEAN_ONLY", "Cell", "Plan", "PoisonTask", "RunSettings", "attack_params", "config_hash", "dataset_key",
+    "dataset_spec", "defense_params", "expand_attacks", "plan",
+]

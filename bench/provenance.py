@@ -51,3 +51,44 @@ def git_commit() -> str:
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+@functools.cache
+def _module_code_hash(module: str) -> str:
+    import hashlib
+    import importlib
+    import sys
+
+    try:
+        mod = sys.modules.get(module) or importlib.import_module(module)
+    except ImportError:
+        return ""
+    if hasattr(mod, "__path__"):
+        base = Path(next(iter(mod.__path__)))
+        files = sorted(base.rglob("*.py"))
+    else:
+        file = getattr(mod, "__file__", None)
+        if not file:
+            return ""
+        base, files = Path(file).parent, [Path(file)]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(str(f.relative_to(base)).encode() + b"\0")
+        try:
+            h.update(f.read_bytes())
+        except OSError:
+            return ""
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def plugin_code_hash(entry) -> str:
+    """sha256[:16] of a plugin's source: its module's file, or every ``.py`` file of its package
+    when the plugin lives in a package (EM's loop, params and presets are one family).
+
+    Recorded in each cached poison's manifest: a cached poison made by other code than is
+    installed now is reported (the cache key deliberately does not include it, so an edit
+    that does not change the output does not invalidate every poison; the plugin's
+    ``version`` is what does). Shared building blocks outside the plugin's own module or
+    package are not part of it."""
+    return _module_code_hash(entry.module) if entry.module else ""

@@ -1,71 +1,77 @@
 """Result rows: one pydantic model defines the CSV columns, their meaning and their check.
 
-`ResultRow` is the single source of truth: the CSV header is its field order, the README's
-column table is generated from its descriptions (`schema_markdown`), and a submitted CSV is
-validated by parsing each line back into it. Rows are written atomically: the file is
-rewritten to a temporary file and renamed over the old one under a lock, so a crash never
-leaves a torn line behind.
+`ResultRow` is the single source of truth: the CSV header is its field order, the results
+schema in ``docs/results-schema.md`` is generated from its descriptions (`schema_markdown`),
+and every row read back is validated against it (types, ranges, finiteness). A file that is
+not a results file, or a row that does not parse, is refused with one line naming the file,
+the line and the field (`ResultsFileError`), never a traceback. Writing is `bench.store`'s.
 """
 from __future__ import annotations
 
 import csv
 import io
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Literal
 
-from filelock import FileLock
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bench.atomic import atomic_write, atomic_write_bytes  # noqa: F401 - re-exported for callers
 
 DEFAULT_RESULTS_DIR = Path("results")
+"""What the project publishes. Scratch runs go to ``runs/<matrix>/`` unless told otherwise."""
+
+HEX16 = r"^[0-9a-f]{16}$"
+_ACC = dict(ge=0, le=100)
 
 
 def _f(desc: str, **kw):
     return Field(description=desc, **kw)
 
 
+class ResultsFileError(ValueError):
+    """A results file, or one of its rows, is malformed; the message is one line with file and line."""
+
+
 class ResultRow(BaseModel):
     """One cell of a benchmark matrix: a poison, a defense stack, an architecture, a seed."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    cell_hash: str = _f("sha256[:16] of everything that determines the cell's number (resume key)")
+    cell_hash: str = _f("sha256[:16] of everything that determines the cell's number (resume key)", pattern=HEX16)
     status: Literal["ok", "failed"] = _f("ok, or failed (see error)")
-    matrix: str = _f("name of the matrix config that produced the row")
-    dataset: str = _f("dataset name (with params, if any)")
-    attack: str = _f("attack label as shown on the leaderboard")
-    attack_name: str = _f("registered attack name")
+    matrix: str = _f("name of the matrix config that produced the row", min_length=1)
+    dataset: str = _f("dataset name (with params, if any)", min_length=1)
+    attack: str = _f("attack label as shown on the leaderboard", min_length=1)
+    attack_name: str = _f("registered attack name", min_length=1)
     attack_params: str = _f("attack params, canonical JSON (defaults filled in)")
-    defense: str = _f("defense stack label (`+`-joined)")
+    defense: str = _f("defense stack label (`+`-joined)", min_length=1)
     defense_params: str = _f("defense stack, canonical JSON list of {name, params}")
-    arch: str = _f("exploiter architecture (timm name)")
+    arch: str = _f("exploiter architecture (timm name)", min_length=1)
     source_arch: str = _f("model the poison was optimized on ('' for training-free attacks)")
-    poison_ratio: float = _f("fraction of the training set poisoned")
-    seed: int = _f("seed of poison generation and training")
-    epochs: int = _f("training epochs run (all stages)")
-    n_train: int = _f("training images")
-    n_test: int = _f("clean test images")
-    clean_acc_final: float | None = _f("clean test accuracy (%) after the last epoch — the score")
-    clean_acc_peak: float | None = _f("best clean test accuracy (%) over the evaluated epochs")
-    peak_epoch: int | None = _f("epoch of the peak (0-based)")
-    train_acc_final: float | None = _f("accuracy (%) on the (poisoned, augmented) train batches, last epoch")
-    robust_acc_fgsm: float | None = _f("FGSM (8/255) accuracy (%) on the clean test set, if measured", default=None)
-    robust_acc_pgd20: float | None = _f("PGD-20 (8/255) accuracy (%) on the clean test set, if measured", default=None)
+    poison_ratio: float = _f("fraction of the training set poisoned", ge=0, le=1)
+    seed: int = _f("seed of poison generation and training", ge=0)
+    epochs: int = _f("training epochs run (all stages)", ge=0)
+    n_train: int = _f("training images", ge=0)
+    n_test: int = _f("clean test images", ge=0)
+    clean_acc_final: float | None = _f("clean test accuracy (%) after the last epoch — the score", **_ACC)
+    clean_acc_peak: float | None = _f("best clean test accuracy (%) over the evaluated epochs", **_ACC)
+    peak_epoch: int | None = _f("epoch of the peak (0-based)", ge=0)
+    train_acc_final: float | None = _f("accuracy (%) on the (poisoned, augmented) train batches, last epoch", **_ACC)
+    robust_acc_fgsm: float | None = _f("FGSM (8/255) accuracy (%) on the clean test set, if measured", default=None, **_ACC)
+    robust_acc_pgd20: float | None = _f("PGD-20 (8/255) accuracy (%) on the clean test set, if measured", default=None, **_ACC)
     threat: str = _f("declared threat model and budget, e.g. linf=8/255")
-    epsilon: float | None = _f("declared budget (L∞ in /255; L2 on [0,1]; L0 in pixels)")
-    poison_linf: float | None = _f("measured max |x'-x| of the published uint8 images, /255 units")
-    poison_l2: float | None = _f("measured max per-image L2 of x'-x on the [0,1] scale")
-    poison_psnr: float | None = _f("mean PSNR (dB) of poisoned vs clean images")
+    epsilon: float | None = _f("declared budget (L∞ in /255; L2 on [0,1]; L0 in pixels)", ge=0)
+    poison_linf: float | None = _f("measured max |x'-x| of the published uint8 images, /255 units", ge=0, le=255)
+    poison_l2: float | None = _f("measured max per-image L2 of x'-x on the [0,1] scale", ge=0)
+    poison_psnr: float | None = _f("mean PSNR (dB) of poisoned vs clean images", ge=0)
     apply_mode: str = _f("how δ was published: signed|rectified and the rounding")
     attack_stats: str = _f("the attack's own bookkeeping (rounds, source accuracy), JSON")
-    defense_cost: float = _f("declared forward+backward passes per step relative to standard training")
+    defense_cost: float = _f("declared forward+backward passes per step relative to standard training", ge=0)
     defense_report: str = _f("the defense's own bookkeeping (rollbacks, …), JSON")
     train_config: str = _f("training settings, canonical JSON")
-    gen_seconds: float | None = _f("wall time to generate the poison (0 when cached)")
-    train_seconds: float | None = _f("wall time of the training loop (excluding evaluation)")
-    images_per_second: float | None = _f("training throughput")
+    gen_seconds: float | None = _f("wall time to generate the poison (0 when cached)", ge=0)
+    train_seconds: float | None = _f("wall time of the training loop (excluding evaluation)", ge=0)
+    images_per_second: float | None = _f("training throughput", ge=0)
     device: str = _f("device the cell trained on")
     dataset_fingerprint: str = _f("sha256[:16] of the dataset's train and test arrays")
     python_version: str = _f("Python version")
@@ -83,8 +89,12 @@ class ResultRow(BaseModel):
         return list(cls.model_fields)
 
 
+NULLABLE = frozenset(n for n, f in ResultRow.model_fields.items() if "None" in str(f.annotation))
+REQUIRED = frozenset(n for n, f in ResultRow.model_fields.items() if f.is_required())
+
+
 def schema_markdown() -> str:
-    """The README's column table, generated from the model."""
+    """The results schema table (``docs/results-schema.md``), generated from the model."""
     lines = ["| column | meaning |", "|---|---|"]
     for name, f in ResultRow.model_fields.items():
         desc = (f.description or "").replace("|", "\\|")
@@ -100,94 +110,92 @@ def _cell(v) -> str:
     return str(v)
 
 
-def read_rows(path: Path) -> list[ResultRow]:
-    """Parse a results CSV back into rows, validating each; empty optional cells become None."""
-    nullable = {n for n, f in ResultRow.model_fields.items() if "None" in str(f.annotation)}
-    with open(path, newline="") as fh:
-        return [
-            ResultRow.model_validate({k: (None if v == "" and k in nullable else v) for k, v in rec.items()})
-            for rec in csv.DictReader(fh)
-        ]
+def encode(row: ResultRow) -> str:
+    """One CSV line (with its newline) for ``row``, columns in `ResultRow.columns` order."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow([_cell(getattr(row, c)) for c in ResultRow.columns()])
+    return buf.getvalue()
 
 
-class ResultStore:
-    """The rows of one matrix in ``<dir>/<matrix>.csv`` and curves in ``<dir>/curves/``."""
-
-    def __init__(self, directory: Path, matrix: str):
-        self.dir = Path(directory)
-        self.path = self.dir / f"{matrix}.csv"
-        self.curves = self.dir / "curves"
-        self.lock = FileLock(str(self.path) + ".lock")
-
-    def rows(self) -> list[ResultRow]:
-        return read_rows(self.path) if self.path.exists() else []
-
-    def append(self, row: ResultRow, curve: list[dict] | None = None) -> None:
-        """Add ``row`` (replacing an earlier row of the same cell), atomically."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        if curve is not None:
-            self.curves.mkdir(parents=True, exist_ok=True)
-            atomic_write(self.curves / f"{row.cell_hash}.json", json.dumps({"cell_hash": row.cell_hash, "curve": curve}, indent=1))
-        with self.lock:
-            self._write([r for r in self.rows() if r.cell_hash != row.cell_hash] + [row])
-
-    def prune(self, keep: set[str]) -> list[ResultRow]:
-        """Drop the rows (and curves) of cells not in ``keep``, atomically; return them.
-
-        Why: a config edited after a run leaves rows of cells it no longer has; they are
-        results of another experiment and should not be published under this matrix."""
-        with self.lock:
-            rows = self.rows()
-            gone = [r for r in rows if r.cell_hash not in keep]
-            if gone:
-                self._write([r for r in rows if r.cell_hash in keep])
-        # a cell's hash does not depend on the matrix, so another matrix may share the curve
-        used = {r.cell_hash for other in self.dir.glob("*.csv") for r in read_rows(other)}
-        for r in gone:
-            if r.cell_hash not in used:
-                (self.curves / f"{r.cell_hash}.json").unlink(missing_ok=True)
-        return gone
-
-    def _write(self, rows: list[ResultRow]) -> None:
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(ResultRow.columns())
-        for r in rows:
-            w.writerow([_cell(getattr(r, c)) for c in ResultRow.columns()])
-        atomic_write(self.path, buf.getvalue())
+def header_line() -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(ResultRow.columns())
+    return buf.getvalue()
 
 
-def _read_umask() -> int:
-    """The process umask. Reading it means setting it, so this runs once, at import (before
-    any worker thread could create a file in the moment it is 0)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def render(rows: list[ResultRow]) -> str:
+    """A whole results file: the header, then one line per row."""
+    return header_line() + "".join(encode(r) for r in rows)
 
 
-_UMASK = _read_umask()
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically; see `atomic_write_bytes`."""
-    atomic_write_bytes(path, text.encode())
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder, fsync and rename,
-    so a reader never sees half a file and a crash leaves the old one intact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def parse_row(rec: dict, where: str) -> ResultRow:
+    """One CSV record as a `ResultRow`; ``where`` (``file:line``) prefixes the one-line error."""
+    if None in rec or any(v is None for v in rec.values()):
+        raise ResultsFileError(f"{where}: {len([v for v in rec.values() if v is not None])} values for {len(rec)} columns (a torn or misaligned line)")
     try:
-        # mkstemp makes the file private (0600); a result is as readable as any file written here
-        os.fchmod(fd, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_UMASK)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        return ResultRow.model_validate({k: (None if v == "" and k in NULLABLE else v) for k, v in rec.items()})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "row"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        got = "" if err["type"] == "missing" else f" (got {str(err.get('input'))[:40]!r})"
+        raise ResultsFileError(f"{where}: {field}: {err['msg']}{got}{more}") from None
+
+
+def read_rows(path: Path, dedupe: bool = True) -> list[ResultRow]:
+    """The rows of a results CSV, each validated; with ``dedupe`` the last row of each cell
+    wins (a retried cell is appended after its failed row). Raises `ResultsFileError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ResultsFileError(f"{path}: not a file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ResultsFileError(f"{path}: unreadable ({exc.strerror or exc})") from None
+    return parse_csv(data, path, dedupe)
+
+
+def parse_csv(data: bytes, path: Path | str, dedupe: bool = True) -> list[ResultRow]:
+    """Rows of the bytes of a results file (see `read_rows`); ``path`` names it in errors."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ResultsFileError(f"{path}: not a uebench results file (not UTF-8 text)") from None
+    if "\x00" in text:
+        raise ResultsFileError(f"{path}: not a uebench results file (binary data)")
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        check_header(reader.fieldnames or [], path)
+        out: dict[str, ResultRow] | list[ResultRow] = {} if dedupe else []
+        for rec in reader:
+            row = parse_row(rec, f"{path}:{reader.line_num}")
+            if isinstance(out, dict):
+                out.pop(row.cell_hash, None)
+                out[row.cell_hash] = row
+            else:
+                out.append(row)
+    except csv.Error as exc:
+        raise ResultsFileError(f"{path}:{reader.line_num}: not CSV ({exc})") from None
+    return list(out.values()) if isinstance(out, dict) else out
+
+
+def check_header(header: list[str], path: Path | str) -> None:
+    """A results file's header: known columns only, every required one present."""
+    if not header:
+        raise ResultsFileError(f"{path}: empty file, not a uebench results file")
+    known = set(ResultRow.model_fields)
+    unknown = [h for h in header if h not in known]
+    missing = sorted(REQUIRED - set(header))
+    if unknown and len(unknown) == len(header):
+        raise ResultsFileError(f"{path}:1: not a uebench results file (header starts {','.join(header[:3])!r})")
+    if unknown:
+        raise ResultsFileError(f"{path}:1: unknown column(s) {', '.join(unknown[:5])}")
+    if missing:
+        raise ResultsFileError(f"{path}:1: missing column(s) {', '.join(missing[:5])}" + (" …" if len(missing) > 5 else ""))
+    if len(set(header)) != len(header):
+        raise ResultsFileError(f"{path}:1: duplicate column names")
+
+
+def results_files(folder: Path) -> list[Path]:
+    """The ``*.csv`` files directly in ``folder`` (a folder named ``x.csv`` is not one)."""
+    return sorted(p for p in Path(folder).glob("*.csv") if p.is_file())

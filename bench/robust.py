@@ -1,20 +1,16 @@
-"""L∞ adversarial examples: the one PGD used by adversarial training and by robust accuracy.
+"""Robust accuracy of a trained exploiter on the clean test set (Going Grayscale Table 7).
 
-`pgd_linf` is sign-gradient ascent on the loss inside the ε-ball around ``x`` and inside
-[0, 1]. FGSM is its one-step case with the step equal to ε and no random start. The `at`
-defense crafts its training examples with it (Gaussian start, as the EM code's madrys.py);
-`evaluate_robust` measures FGSM and PGD-20 accuracy of a trained exploiter on the clean test
-set (Going Grayscale Table 7; settings in algorithms.md §2.4: ε 8/255, 20 steps of 0.003 ≈
-0.8/255, uniform random start, as the EM code's never-called ``evaluator.py::_pgd_whitebox``).
-
-The gradient is taken with respect to the input only (``torch.autograd.grad``), so crafting
-never touches the parameters' ``.grad``.
+FGSM at 8/255 and PGD-20 at 8/255 with steps of 0.8/255 (≈ 0.003) from a uniform random
+start, the settings of the EM code's (never called) ``evaluator.py::_pgd_whitebox``; both
+come from the shared `bench.pgd`.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from bench.data import stratified_indices
+from bench.pgd import PGD, fgsm, pgd
 from bench.train_config import RobustEvalConfig
 from registry.lazy import lazy_import
 
@@ -22,55 +18,6 @@ if TYPE_CHECKING:
     import torch
 else:
     torch = lazy_import("torch")
-
-Start = Literal["none", "uniform", "gaussian"]
-
-
-def pgd_linf(
-    model: "torch.nn.Module",
-    x: "torch.Tensor",
-    y: "torch.Tensor",
-    epsilon: float,
-    step_size: float,
-    steps: int,
-    start: Start = "uniform",
-    loss_fn: Callable | None = None,
-    generator: "torch.Generator | None" = None,
-) -> "torch.Tensor":
-    """Adversarial versions of float images ``x`` in [0, 1] (ε and step on the [0, 1] scale).
-
-    ``start``: ``none`` starts at ``x``; ``uniform`` at x + U[-ε, ε]; ``gaussian`` at
-    x + step·N(0, 1) (madrys.py). The start is projected into the ε-ball and [0, 1] like every
-    step (madrys.py takes its first gradient at the unclamped Gaussian start; within 4σ of a
-    2/255 step the two agree). ``y`` may be hard labels or soft (B, K) targets. The caller
-    chooses the model's mode (eval for evaluation; `at` follows madrys.py and uses eval).
-    """
-    loss_fn = loss_fn or torch.nn.functional.cross_entropy
-    x = x.detach()
-    if start == "uniform":
-        noise = torch.rand(x.shape, device=x.device, generator=generator) * 2 - 1
-        x_adv = x + epsilon * noise
-    elif start == "gaussian":
-        x_adv = x + step_size * torch.randn(x.shape, device=x.device, generator=generator)
-    else:
-        x_adv = x.clone()
-    x_adv = _project(x_adv, x, epsilon)
-    for _ in range(steps):
-        x_adv.requires_grad_(True)
-        with torch.enable_grad():
-            loss = loss_fn(model(x_adv), y)
-            (grad,) = torch.autograd.grad(loss, [x_adv])
-        x_adv = _project(x_adv.detach() + step_size * grad.sign(), x, epsilon)
-    return x_adv.detach()
-
-
-def _project(x_adv: "torch.Tensor", x: "torch.Tensor", epsilon: float) -> "torch.Tensor":
-    return torch.minimum(torch.maximum(x_adv, x - epsilon), x + epsilon).clamp_(0.0, 1.0)
-
-
-def fgsm(model, x, y, epsilon: float, loss_fn: Callable | None = None) -> "torch.Tensor":
-    """One signed-gradient step of size ε from ``x`` (Goodfellow et al.)."""
-    return pgd_linf(model, x, y, epsilon, epsilon, 1, "none", loss_fn)
 
 
 def evaluate_robust(
@@ -98,7 +45,8 @@ def evaluate_robust(
     if cfg.fgsm:
         attacks["robust_acc_fgsm"] = lambda xb, yb: fgsm(model, xb, yb, eps)
     if cfg.pgd:
-        attacks["robust_acc_pgd20"] = lambda xb, yb: pgd_linf(model, xb, yb, eps, step, cfg.pgd_steps, "uniform", generator=g)
+        walk = PGD(eps, step, cfg.pgd_steps, start="uniform")
+        attacks["robust_acc_pgd20"] = lambda xb, yb: pgd(model, xb, yb, walk, generator=g)[0]
     correct = {k: 0 for k in attacks}
     was_training = model.training
     model.eval()

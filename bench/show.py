@@ -7,8 +7,10 @@ one the harness publishes (uint8 poisoned − clean, after ``apply`` and quantiz
 attack's float δ, so what you see is what an exploiter gets. For L2/L0 attacks the tiles are
 scaled by the largest change shown instead of ε.
 
-The poison is made by the runner's own `make_poison` (generate, apply, validate), from an
-attack name plus params or from the first dataset/attack/seed of a matrix YAML.
+The poison is the harness's own (`bench.poison.make_poison`: generate or read from the
+cache, apply, validate), from an attack name plus params, or from a matrix YAML: the poison
+whose attack label is ``attack`` (the first non-clean attack by default), first dataset and
+seed. A poison the cache holds is read, not regenerated.
 """
 from __future__ import annotations
 
@@ -56,7 +58,8 @@ def parse_params(pairs: tuple[str, ...] | list[str]) -> dict[str, Any]:
 
 def matrix_for(target: str, params: dict[str, Any], dataset: str, n_train: int | None, seed: int) -> "Matrix":
     """The matrix to preview: the YAML at ``target``, or one built around the attack named ``target``."""
-    from bench.config import load_matrix, parse_matrix
+    from bench.config import parse_matrix
+    from bench.configfile import load_matrix
 
     if target.endswith((".yaml", ".yml")) or Path(target).is_file():
         if params:
@@ -72,6 +75,27 @@ def matrix_for(target: str, params: dict[str, Any], dataset: str, n_train: int |
     return parse_matrix(raw, "show")
 
 
+def pick_task(m: "Matrix", attack: str | None, seed: int | None = None):
+    """The poison task to show: by attack label (else the first that is not ``none``)."""
+    from bench.plan import plan
+
+    tasks = list(plan(m).poisons.values())
+    labels = list(dict.fromkeys(t.label for t in tasks if t.attack is not None))
+    if attack is None:
+        chosen = [t for t in tasks if t.attack is not None and t.attack.name != "none"] or tasks
+    else:
+        chosen = [t for t in tasks if t.label == attack]
+        if not chosen:
+            import difflib
+
+            close = difflib.get_close_matches(attack, labels, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"--attack: no attack labelled {attack!r} in {m.name}{hint} (labels: {', '.join(labels)})")
+    if seed is not None:
+        chosen = [t for t in chosen if t.seed == seed] or chosen
+    return chosen[0]
+
+
 def show_poison(
     target: str,
     params: dict[str, Any] | None = None,
@@ -82,25 +106,40 @@ def show_poison(
     data_root: Path | None = None,
     seed: int = 0,
     device: str | None = None,
+    attack: str | None = None,
+    cache_dir: Path | None = None,
 ) -> tuple[Path, dict]:
-    """Make the first poison of ``target`` and write its montage; returns (path, poison stats)."""
-    from bench.datasets._common import resolve_data_root
+    """Write the montage of one poison of ``target`` (from the cache if it is there);
+    returns (path, what the poison's row would report: threat, measured budget, attack stats)."""
+    import json
+
+    from bench.cache import Cache, resolve_cache_dir
+    from bench.datasets.common import resolve_data_root
     from bench.device import prepare_device
-    from bench.plan import plan
-    from bench.runner import load_dataset, make_poison
+    from bench.poison import load_dataset, make_poison
 
     m = matrix_for(target, params or {}, dataset, n_train, seed)
-    task = plan(m)[0].poison
+    task = pick_task(m, attack, seed if attack is None and not Path(target).is_file() else None)
     root = resolve_data_root(str(data_root) if data_root else m.data_root)
     clean = load_dataset(task.dataset, root)
-    poison = make_poison(task, m, clean, prepare_device(device or m.device))
-    title = f"attack: {m.attack_label(task.attack)} | data: {task.dataset.name} | threat: {poison.stats['threat']}"
-    eps = poison.stats.get("epsilon") if poison.stats["threat"].startswith("linf") else None
-    img = montage(clean.train, poison.splits.train, per_class, eps, title)
-    path = Path(out) if out is not None else DEFAULT_OUT_DIR / f"{task.attack.name}.png"
+    record = make_poison(task, m.apply, clean, Cache(resolve_cache_dir(cache_dir)), prepare_device(device or m.device))
+    facts = record.facts
+    title = f"attack: {task.label} | data: {task.dataset.name} | threat: {facts.threat}"
+    eps = facts.epsilon if facts.threat.startswith("linf") else None
+    img = montage(clean.train, record.splits.train, per_class, eps, title)
+    name = (task.attack.name if task.attack is not None else "clean-only") if Path(target).suffix not in (".yaml", ".yml") else task.label
+    path = Path(out) if out is not None else DEFAULT_OUT_DIR / f"{_safe(name)}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)
-    return path, poison.stats
+    stats = {
+        "attack": task.label, "threat": facts.threat, "poison_linf": facts.linf, "poison_l2": facts.l2,
+        "poison_psnr": facts.psnr, "generated": bool(record.generated), "attack_stats": json.loads(facts.attack_stats),
+    }
+    return path, stats
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_.@" else "_" for ch in name)
 
 
 def pick_per_class(y: "torch.Tensor", num_classes: int, per_class: int) -> "torch.Tensor":
@@ -133,7 +172,7 @@ def montage(
     pert = (diff / scale * 0.5 + 0.5).clamp(0, 1).mul(255).round().to(torch.uint8)
     tiles = {"clean": x0.to(torch.uint8), "pert": pert, "poisoned": x1.to(torch.uint8)}
 
-    k, (c, h, w) = clean.num_classes, clean.x.shape[1:]
+    k, (h, w) = clean.num_classes, clean.x.shape[2:]
     th, tw = h * lay.zoom, w * lay.zoom
     group_w = 3 * tw + 2 * lay.gap
     width = lay.label_width + per_class * group_w + (per_class - 1) * lay.group_gap + lay.gap

@@ -12,13 +12,13 @@ from __future__ import annotations
 import copy
 import math
 import time
-from contextlib import nullcontext
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from bench.batches import EpochAugmenter, float_batches, float_buffer, steps_per_epoch, to_float
-from bench.defense import DefenseStack
-from bench.device import prepare_device
+from bench.defense import DefenseStack, EpochState
+from bench.device import autocast_for, prepare_device
 from bench.train_config import TrainConfig
 from registry.lazy import lazy_import
 
@@ -32,20 +32,6 @@ else:
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
-
-
-@dataclass
-class EpochState:
-    """What an ``on_epoch_end`` hook sees; ``optimizer.param_groups[i]["lr_mult"]`` is writable."""
-
-    stage: int
-    epoch: int
-    model: "torch.nn.Module"
-    optimizer: "torch.optim.Optimizer"
-    train_acc: float
-    train_loss: float
-    test_acc: float | None
-    device: "torch.device"
 
 
 @dataclass
@@ -77,14 +63,6 @@ def lr_at(cfg: TrainConfig, epoch: int, step: int, steps_per_epoch: int) -> floa
         warm = max(1, int(cfg.warmup_frac * total))
         return cfg.lr * (t / warm if t < warm else max(0.0, (total - t) / max(1, total - warm)))
     return cfg.lr
-
-
-def autocast_for(device: "torch.device", enabled: bool):
-    """bf16 autocast on CUDA when asked (no GradScaler needed); nothing on CPU."""
-    if enabled and device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return nullcontext()
 
 
 def accuracy(
@@ -128,13 +106,15 @@ def fit(
         model = model.to(memory_format=torch.channels_last)
     net = torch.compile(model) if cfg.compile else model
 
-    x_train = stack.transform_train(train.x.to(dev))
-    y_train = train.y.to(dev)
-    x_test = stack.transform_test(test.x.to(dev))
+    # the defenses get copies: a hook that works in place must not change the published
+    # poison that the next cell trains on, nor the clean test set
+    x_train = stack.transform_train(train.x.to(dev, copy=True))
+    y_train = train.y.to(dev, copy=True)
+    x_test = stack.transform_test(test.x.to(dev, copy=True))
     y_test = test.y.to(dev)
     if x_train.dtype != torch.uint8 or x_test.dtype != torch.uint8:
         raise TypeError(f"transform_train/transform_test must return uint8 images, got {x_train.dtype}/{x_test.dtype}")
-    stack.setup(model, train.with_images(x_train), test.with_images(x_test), train.num_classes)
+    stack.setup(model, train.with_images(x_train).with_labels(y_train), train.num_classes)
     wants_rollback = stack.overrides("on_epoch_end")
     transforms_batch, steps_itself = stack.overrides("batch_transform"), stack.overrides("training_step")
 
@@ -213,7 +193,7 @@ def fit(
             epoch_eval_seconds = time.perf_counter() - t1
             eval_seconds += epoch_eval_seconds
 
-            state = EpochState(stage, epoch, model, opt, train_acc, train_loss, test_acc, dev)
+            state = EpochState(stage, epoch, model, opt, train_acc, train_loss, dev)
             action = stack.on_epoch_end(state) if wants_rollback else "continue"
             if action == "rollback":
                 rollbacks += 1

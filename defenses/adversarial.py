@@ -1,8 +1,9 @@
 """``at``: PGD adversarial training (Madry et al.), the exploiter of EM App. D and Going Grayscale Table 7.
 
 Each step replaces the batch by its PGD-k adversarial version and trains on that. Defaults
-follow the EM code (``configs/cifar10/resnet18_madrys.yaml``, ``madrys.py``; algorithms.md
-§1.6, §2.4): ε 8/255, step 2/255, 10 steps, a Gaussian start x + step·N(0, 1), and the
+follow the EM code (``configs/cifar10/resnet18_madrys.yaml``, ``madrys.py``; see
+``docs/algorithms/adversarial.md``): ε 8/255, step 2/255, 10 steps, a Gaussian start
+x + step·N(0, 1), and the
 examples crafted with the model in **eval** mode (BatchNorm uses its running statistics and
 crafting does not update them), then one train-mode step on them. Going Grayscale's paper
 says PGD-7: ``steps: 7``. ``craft_mode: train`` crafts in train mode instead (BatchNorm batch
@@ -18,8 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bench.defense import Defense
-from registry import DEFENSES
+from bench.api import DEFENSES, Defense
 
 
 class ATParams(BaseModel):
@@ -46,11 +46,11 @@ class AdversarialTraining(Defense):
         self.cost = float(params.steps + 1)
 
     def training_step(self, model, x, y, loss_fn):
-        from bench.robust import pgd_linf
+        from bench.pgd import PGD, pgd
 
         p = self.params
         model.train(p.craft_mode == "train")
-        x_adv = pgd_linf(model, x, y, p.epsilon / 255.0, p.step_size / 255.0, p.steps, p.start, loss_fn)
+        x_adv, _ = pgd(model, x, y, PGD(p.epsilon / 255.0, p.step_size / 255.0, p.steps, start=p.start), loss_fn=loss_fn)
         model.train()
         logits = model(x_adv)
         return loss_fn(logits, y), logits

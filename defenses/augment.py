@@ -1,4 +1,4 @@
-"""Batch augmentations: ``mixup``, ``cutout``, ``cutmix``, ``color`` (algorithms.md §1.6, §3.3).
+"""Batch augmentations: ``mixup``, ``cutout``, ``cutmix``, ``color`` (``docs/algorithms/augmentations.md``).
 
 They run per batch after the trainer's crop/flip, on the device, with randomness drawn per
 image. ``mixup`` and ``cutmix`` return soft labels (B, K) that the trainer's cross-entropy
@@ -23,10 +23,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bench.defense import Defense
-from defenses._color_ops import random_color_jitter, random_grayscale
-from registry import DEFENSES
-from registry.lazy import lazy_import
+from bench.api import DEFENSES, Defense, lazy_import
+from defenses.color_ops import random_color_jitter, random_grayscale
 
 torch = lazy_import("torch")
 
@@ -49,7 +47,7 @@ def _beta(alpha: float, n: int, like: "torch.Tensor") -> "torch.Tensor":
 class _Batch(Defense):
     num_classes: int | None = None
 
-    def setup(self, model, train, test, num_classes):
+    def setup(self, model, train, num_classes):
         self.num_classes = num_classes
 
     def _soft(self, y):

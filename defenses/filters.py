@@ -1,4 +1,4 @@
-"""Input filters: ``grayscale``, ``bdr``, ``jpeg``, ``gaussian`` (algorithms.md §2.3, §2.4, §4 ISS).
+"""Input filters: ``grayscale``, ``bdr``, ``jpeg``, ``gaussian`` (``docs/algorithms/filters.md``).
 
 Each filter maps every uint8 image to a new uint8 image, deterministically and per image.
 The reference pipelines apply them per batch with PIL: Going Grayscale after crop/flip, ISS
@@ -18,9 +18,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bench.defense import Defense
-from registry import DEFENSES
-from registry.lazy import lazy_import
+from bench.api import DEFENSES, Defense, lazy_import
+from bench.color import gray3_uint8
 
 torch = lazy_import("torch")
 
@@ -45,20 +44,6 @@ class _Filter(Defense):
 
 
 # --------------------------------------------------------------------------- grayscale
-def gray3(x: "torch.Tensor") -> "torch.Tensor":
-    """PIL's ``Grayscale(num_output_channels=3)`` on uint8 RGB, bit-exact, batched.
-
-    PIL converts RGB to L with ITU-R 601-2 luma in fixed point, L = (19595 R + 38470 G +
-    7471 B + 2^15) >> 16, and replicates L to three channels. Single-channel input is
-    returned unchanged.
-    """
-    if x.shape[1] == 1:
-        return x
-    w = torch.tensor([19595, 38470, 7471], dtype=torch.int32, device=x.device).view(1, 3, 1, 1)
-    lum = ((x.to(torch.int32) * w).sum(1, keepdim=True) + 32768) >> 16
-    return lum.to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
-
-
 class GrayscaleParams(_FilterParams):
     apply_to_test: bool = Field(True, description="gray the test set too (Going Grayscale); false = ISS")
 
@@ -73,7 +58,7 @@ class GrayscaleParams(_FilterParams):
 )
 class Grayscale(_Filter):
     def filter(self, x):
-        return gray3(x)
+        return gray3_uint8(x)
 
 
 # --------------------------------------------------------------------------- bit-depth reduction

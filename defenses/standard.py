@@ -1,6 +1,5 @@
 """``standard``: plain training with the trainer's crop+flip augmentation (the papers' NT)."""
-from bench.defense import Defense
-from registry import DEFENSES
+from bench.api import DEFENSES, Defense
 
 
 @DEFENSES.register(

@@ -1,13 +1,21 @@
-"""One generic plugin registry, in the style of timm's and torchvision's model registries.
+"""One generic plugin registry, in the style of timm's ``_registry.py``/``_factory.py``.
 
-A plugin is a name bound to a factory (usually a class) plus a pydantic params model and
-metadata. `register` is a decorator; `list` takes fnmatch wildcards; `create` validates the
-params *before* any work starts and then builds the plugin. Duplicate names raise (a silent
+A plugin is a name bound to a factory (a class) plus a pydantic params model and metadata.
+`register` is a decorator; `list` takes fnmatch wildcards; `create` validates the params
+*before* any work starts and then builds the plugin. Duplicate names raise (a silent
 overwrite would make a leaderboard lie). An unknown name raises with the closest names.
 
-Discovery is lazy: on first use a registry imports its built-in package (every public module
-in it) and the modules named by its entry-point group (``uebench.attacks`` …), so third-party
-plugins appear once their distribution is installed.
+**Contracts.** A registry may name a contract (``"module:attribute"``, imported on the first
+registration, so the registry itself stays free of the harness): an object with
+``check(entry)`` that rejects a registration that breaks the plugin kind's rules (the wrong
+base class, a missing threat model, an unknown keyword) with one line naming the plugin and
+the fix. The check runs at registration, so a broken plugin fails when it is imported, not
+halfway through a benchmark.
+
+**Discovery is explicit and lazy.** On first use a registry imports the modules its
+built-in package lists in ``PLUGINS`` (helper modules of the package are not imported),
+then the modules named by its entry-point group (``uebench.attacks`` …), so third-party
+plugins appear once their distribution is installed and are credited to it (``source``).
 """
 from __future__ import annotations
 
@@ -15,9 +23,10 @@ import difflib
 import fnmatch
 import importlib
 import importlib.metadata
-import pkgutil
+import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, Iterator, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -42,22 +51,56 @@ class Entry(Generic[T]):
     factory: Callable[..., T]
     params: type[BaseModel]
     description: str
+    kind: str = "plugin"
     reference: str = ""
     version: str = "1"
     source: str = "builtin"
+    module: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
 
     def validate(self, params: dict[str, Any] | BaseModel | None = None) -> BaseModel:
         """Params as the plugin's pydantic model; raises RegistryError with a one-line message."""
         if isinstance(params, self.params):
             return params
+        if params is not None and not isinstance(params, dict):
+            raise RegistryError(f"{self.label}: params must be a mapping of field: value, got {type(params).__name__}")
+        for name, value in dict(params or {}).items():
+            problem = value_problem(self.params, name, value)
+            if problem:
+                raise RegistryError(f"{self.label}: {name}: {problem}")
         try:
             return self.params.model_validate(dict(params or {}))
         except ValidationError as exc:
-            raise RegistryError(f"{self.kind_label()}: {one_line(exc)}") from None
+            raise RegistryError(f"{self.label}: {one_line(exc)}") from None
 
-    def kind_label(self) -> str:
-        return f"{self.meta.get('kind', 'plugin')} {self.name!r}"
+    @property
+    def label(self) -> str:
+        return f"{self.kind} {self.name!r}"
+
+
+_NUMBER_TYPES = ("int", "float")
+MAX_INT = 2**53
+"""Largest integer magnitude a config or params value may have (beyond it, seeds and sizes are typos)."""
+
+
+def value_problem(model: type[BaseModel], name: str, value: Any) -> str | None:
+    """Why ``value`` must not go into field ``name`` of ``model``, beyond its own validation:
+    a boolean where the field expects a number (YAML's ``true`` is not 1), a NaN or infinite
+    float, an integer too large to mean anything. None if it may."""
+    field = model.model_fields.get(name)
+    if field is None:
+        return None
+    ann = str(field.annotation)
+    if isinstance(value, bool):
+        takes_bool = "bool" in ann or field.annotation is Any or ann == "typing.Any"
+        if not takes_bool and any(t in ann for t in _NUMBER_TYPES):
+            return f"expected a number, got {value!r}"
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"must be a finite number, got {value!r}"
+    if isinstance(value, int) and abs(value) > MAX_INT:
+        return f"is out of range (|value| <= 2**53), got {value}"
+    return None
 
 
 def one_line(exc: ValidationError) -> str:
@@ -69,18 +112,30 @@ def one_line(exc: ValidationError) -> str:
         if err["type"] == "extra_forbidden":
             msg = "unknown field"
         elif err["type"] != "missing" and not isinstance(err.get("input"), (dict, list)):
-            msg = f"{msg} (got {err['input']!r})"
+            msg = f"{msg} (got {_short_repr(err['input'])})"
         parts.append(f"{loc}: {msg}" if loc else msg)
     return "; ".join(parts)
 
 
-class Registry(Generic[T]):
-    """Named plugins of one kind (attack, defense, dataset)."""
+def _short_repr(v: Any, n: int = 60) -> str:
+    r = repr(v)
+    return r if len(r) <= n else r[: n - 1] + "…"
 
-    def __init__(self, kind: str, builtin_package: str | None = None, group: str | None = None):
+
+def _resolve(path: str) -> Any:
+    module, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+class Registry(Generic[T]):
+    """Named plugins of one kind (attack, defense, dataset, executor)."""
+
+    def __init__(self, kind: str, builtin_package: str | None = None, group: str | None = None, contract: str | None = None):
         self.kind = kind
         self.builtin_package = builtin_package
         self.group = group or f"uebench.{kind}s"
+        self.contract_path = contract
+        self._contract: Any = None
         self._entries: dict[str, Entry[T]] = {}
         self._loaded = False
         self._loading = False
@@ -97,7 +152,7 @@ class Registry(Generic[T]):
         version: str = "1",
         **meta: Any,
     ) -> Callable[[Callable[..., T]], Callable[..., T]]:
-        """Decorator: bind ``name`` to the decorated factory."""
+        """Decorator: bind ``name`` to the decorated factory (checked against the contract)."""
 
         def deco(factory: Callable[..., T]) -> Callable[..., T]:
             self.add(
@@ -106,10 +161,12 @@ class Registry(Generic[T]):
                     factory=factory,
                     params=params,
                     description=description,
+                    kind=self.kind,
                     reference=reference,
-                    version=version,
+                    version=str(version),
                     source=self._source,
-                    meta={"kind": self.kind, **meta},
+                    module=getattr(factory, "__module__", ""),
+                    meta=dict(meta),
                 )
             )
             return factory
@@ -117,12 +174,22 @@ class Registry(Generic[T]):
         return deco
 
     def add(self, entry: Entry[T]) -> None:
+        if not isinstance(entry.name, str) or not entry.name.strip():
+            raise RegistryError(f"{self.kind} registration: the name must be a non-empty string, got {entry.name!r}")
+        if not (isinstance(entry.params, type) and issubclass(entry.params, BaseModel)):
+            raise RegistryError(f"{entry.label}: params must be a pydantic BaseModel class, got {entry.params!r}")
         if entry.name in self._entries:
             old = self._entries[entry.name]
-            raise RegistryError(
-                f"{self.kind} {entry.name!r} is already registered (by {old.source}); pick another name"
-            )
+            raise RegistryError(f"{self.kind} {entry.name!r} is already registered (by {old.source}); pick another name")
+        contract = self.contract()
+        if contract is not None:
+            contract.check(entry)
         self._entries[entry.name] = entry
+
+    def contract(self) -> Any:
+        if self._contract is None and self.contract_path:
+            self._contract = _resolve(self.contract_path)
+        return self._contract
 
     # -- discovery ----------------------------------------------------------------------
     def _ensure_loaded(self) -> None:
@@ -132,15 +199,19 @@ class Registry(Generic[T]):
         try:
             if self.builtin_package:
                 pkg = importlib.import_module(self.builtin_package)
-                for mod in pkgutil.iter_modules(pkg.__path__):
-                    if not mod.name.startswith("_"):
-                        importlib.import_module(f"{self.builtin_package}.{mod.name}")
+                modules = getattr(pkg, "PLUGINS", None)
+                if modules is None:
+                    raise RegistryError(f"{self.builtin_package}: declares no PLUGINS (the modules that register {self.kind}s)")
+                for mod in modules:
+                    importlib.import_module(f"{self.builtin_package}.{mod}")
             for ep in importlib.metadata.entry_points(group=self.group):
                 dist = ep.dist.name if ep.dist is not None else "?"
                 ver = ep.dist.version if ep.dist is not None else "?"
                 self._source = f"{dist}=={ver}"
                 try:
                     ep.load()
+                except RegistryError as exc:
+                    raise RegistryError(f"plugin {self._source} ({ep.value}): {exc}") from None
                 finally:
                     self._source = "builtin"
             self._loaded = True
@@ -154,7 +225,7 @@ class Registry(Generic[T]):
         pats = [pattern] if isinstance(pattern, str) else list(pattern)
         return sorted(n for n in self._entries if any(fnmatch.fnmatchcase(n, p) for p in pats))
 
-    def __contains__(self, name: str) -> bool:
+    def __contains__(self, name: object) -> bool:
         self._ensure_loaded()
         return name in self._entries
 
@@ -166,11 +237,11 @@ class Registry(Generic[T]):
         self._ensure_loaded()
         try:
             return self._entries[name]
-        except KeyError:
+        except (KeyError, TypeError):
             raise RegistryError(self.unknown_message(name)) from None
 
-    def unknown_message(self, name: str) -> str:
-        close = difflib.get_close_matches(name, list(self._entries), n=3, cutoff=0.5)
+    def unknown_message(self, name: object) -> str:
+        close = difflib.get_close_matches(str(name), list(self._entries), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         return f"unknown {self.kind} {name!r}{hint} (see `uebench list {self.kind}s`)"
 

@@ -92,7 +92,7 @@ def test_sample_wise_source_learns_on_class_sorted_storage(cifar10):
 
 
 def test_batch_stream_fixed_order_is_one_class_mixed_permutation_per_pass():
-    from attacks._inputs import BatchStream
+    from attacks.views import BatchStream
 
     y = torch.arange(10).repeat_interleave(100)  # class-sorted labels
     s = BatchStream(1000, 128, shuffle=False, g=torch.Generator().manual_seed(0), device=torch.device("cpu"))

@@ -4,8 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attacks._inputs import LUMA, CleanView, gray3
+from attacks.views import CleanView
 from bench.attack import AttackContext
+from bench.color import LUMA, gray3
 from bench.data import stratified_indices
 from bench.perturbation import apply_perturbation
 from registry import ATTACKS

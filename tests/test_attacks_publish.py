@@ -14,7 +14,7 @@ from bench.attack import AttackContext, threat_of
 from bench.config import parse_matrix
 from bench.perturbation import ApplyConfig, apply_perturbation
 from bench.plan import plan
-from bench.runner import load_dataset, make_poison
+from bench.poison import load_dataset, make_poison
 from bench.threat import ThreatModelError, validate_poison
 from registry import ATTACKS
 
@@ -51,7 +51,7 @@ def matrix(name: str, mode: str = "signed"):
 @pytest.fixture(scope="module")
 def mini200():
     m = matrix("none")
-    return load_dataset(plan(m)[0].poison.dataset, SHARED_DATA)
+    return load_dataset(plan(m).cells[0].poison.dataset, SHARED_DATA)
 
 
 @pytest.mark.parametrize("mode", ["signed", "rectified"])
@@ -60,19 +60,19 @@ def test_every_attack_passes_the_validator(mini200, mode):
     assert {"em", "em-sample", "em-class", "uleo-gray", "uleo-augs", "uleo-grayaugs", "em-mlp", "error-max", "ops", "lsp", "random"} <= set(names)
     for name in names:
         m = matrix(name, mode)
-        poison = make_poison(plan(m)[0].poison, m, mini200, torch.device("cpu"))  # generate, apply, validate
-        s = poison.stats
+        poison = make_poison(plan(m).cells[0].poison, m.apply, mini200, None, torch.device("cpu"))  # generate, apply, validate
+        s = poison.facts
         threat = threat_of(name)
-        assert s["threat"] == threat.describe(ATTACKS.validate(name, cheap_params(name))), name
+        assert s.threat == threat.describe(ATTACKS.validate(name, cheap_params(name))), name
         if threat.norm == "linf":
-            assert s["poison_linf"] <= s["epsilon"], name
+            assert s.linf <= threat.budget(ATTACKS.validate(name, cheap_params(name))), name
         if threat.norm == "l0":
-            assert poison.splits.train.x.ne(mini200.train.x).any(1).flatten(1).sum(1).max() <= s["epsilon"], name
+            assert poison.splits.train.x.ne(mini200.train.x).any(1).flatten(1).sum(1).max() <= s.epsilon, name
         if name != "none":
             assert not torch.equal(poison.splits.train.x, mini200.train.x), name
         assert torch.equal(poison.splits.train.y, mini200.train.y)
         # the row records the source model (transfer: it may differ from the exploiter arch)
-        assert s["source_arch"] == ("mlp" if "source_arch" in ATTACKS.get(name).params.model_fields else ""), name
+        assert s.source_arch == ("mlp" if "source_arch" in ATTACKS.get(name).params.model_fields else ""), name
 
 
 def ctx_for(data) -> AttackContext:

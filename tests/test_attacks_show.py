@@ -5,10 +5,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_cli
 from PIL import Image
 
 from bench.show import Layout, parse_params, pick_per_class, show_poison
-from conftest import run_cli
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

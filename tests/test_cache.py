@@ -55,7 +55,7 @@ def test_roundtrip_is_safetensors_plus_json_manifest(tmp_path, images):
 def test_damaged_entry_is_detected_and_regenerated(tmp_path, images, damage):
     cache = Cache(tmp_path)
     spec = {"damage": damage}
-    entry, _ = cache.get_or_create("perturbation", spec, lambda: ({"delta": images}, {}))
+    entry, _ = cache.get_or_create("perturbation", spec, lambda: ({"delta": images}, {"mode": "sample"}))
     payload, manifest = cache.paths("perturbation", entry.key)
     if damage == "flip":
         data = bytearray(payload.read_bytes())
@@ -69,7 +69,7 @@ def test_damaged_entry_is_detected_and_regenerated(tmp_path, images, damage):
         manifest.write_text("{not json")
     assert cache.get("perturbation", entry.key) is None
     assert not payload.exists() and not manifest.exists()
-    again, created = cache.get_or_create("perturbation", spec, lambda: ({"delta": images}, {}))
+    again, created = cache.get_or_create("perturbation", spec, lambda: ({"delta": images}, {"mode": "sample"}))
     assert created and torch.equal(again.tensors["delta"], images)
     assert cache.verify() == []
 
@@ -81,7 +81,7 @@ def test_concurrent_callers_compute_once(tmp_path, images):
     def make():
         calls.append(threading.get_ident())
         time.sleep(0.3)  # long enough that every other caller arrives while this one computes
-        return {"delta": images * 2}, {}
+        return {"delta": images * 2}, {"mode": "sample"}
 
     results = []
 
@@ -108,8 +108,8 @@ def test_soft_lock_mode_works_and_bad_mode_is_refused(tmp_path, images):
 
 def test_ls_and_gc(tmp_path, images):
     cache = Cache(tmp_path)
-    keep, _ = cache.get_or_create("perturbation", {"k": "keep"}, lambda: ({"delta": images}, {}))
-    bad, _ = cache.get_or_create("perturbation", {"k": "bad"}, lambda: ({"delta": images}, {}))
+    keep, _ = cache.get_or_create("perturbation", {"k": "keep"}, lambda: ({"delta": images}, {"mode": "sample"}))
+    bad, _ = cache.get_or_create("perturbation", {"k": "bad"}, lambda: ({"delta": images}, {"mode": "sample"}))
     old, _ = cache.get_or_create("index", {"k": "old"}, lambda: ({"index": torch.arange(5)}, {}))
     payload, _ = cache.paths("perturbation", bad.key)
     payload.write_bytes(payload.read_bytes()[:-10])

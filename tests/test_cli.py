@@ -4,8 +4,9 @@ from __future__ import annotations
 import csv
 import json
 
-from bench.results import ResultRow, read_rows
 from conftest import run_cli
+
+from bench.results import ResultRow, read_rows
 
 
 def test_run_writes_rows_with_provenance_and_prints_the_leaderboard(tiny_run):

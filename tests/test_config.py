@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.config import ConfigError, load_matrix, parse_matrix
+from bench.config import ConfigError, parse_matrix
+from bench.configfile import load_matrix
 
 BASE = {"datasets": ["cifar10-mini"], "attacks": ["none"], "archs": ["mlp"]}
 
@@ -18,10 +19,10 @@ def err(raw: dict) -> str:
 
 def test_shorthand_forms_expand():
     m = parse_matrix(
-        {**BASE, "attacks": ["none", {"name": "random", "params": {"mode": "class"}}], "defenses": ["standard", ["standard"]]}
+        {**BASE, "attacks": ["none", {"name": "random", "params": {"mode": "class"}}], "defenses": ["standard", ["grayscale"], ["grayscale", "mixup"]]}
     )
     assert [m.attack_label(a) for a in m.attacks] == ["none", "random[mode=class]"]
-    assert [len(s) for s in m.defenses] == [1, 1]
+    assert [len(s) for s in m.defenses] == [1, 1, 2]
     assert m.train.epochs == 60 and m.apply.mode == "signed"
 
 

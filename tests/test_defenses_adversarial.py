@@ -6,7 +6,8 @@ import torch
 
 from bench.defense import DefenseStack
 from bench.models import create_model
-from bench.robust import evaluate_robust, fgsm, pgd_linf
+from bench.pgd import PGD, fgsm, pgd
+from bench.robust import evaluate_robust
 from bench.train_config import RobustEvalConfig, TrainConfig
 from bench.trainer import accuracy, fit
 
@@ -36,7 +37,7 @@ def test_pgd_stays_in_the_ball_and_raises_the_loss(standard_mlp, cifar10_2k):
     y = cifar10_2k.test.y[::4]
     ce = torch.nn.functional.cross_entropy
     for start in ("uniform", "gaussian", "none"):
-        x_adv = pgd_linf(standard_mlp, x, y, EPS, 0.8 / 255, 20, start, generator=torch.Generator().manual_seed(0))
+        x_adv, _ = pgd(standard_mlp, x, y, PGD(EPS, 0.8 / 255, 20, start=start), generator=torch.Generator().manual_seed(0))
         assert (x_adv - x).abs().max() <= EPS + 1e-6
         assert x_adv.min() >= 0 and x_adv.max() <= 1
         with torch.no_grad():

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from defenses._color_ops import adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, color_jitter
+from defenses.color_ops import adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, color_jitter
 from registry import DEFENSES
 
 
@@ -27,7 +27,7 @@ def _batch(splits, n=256):
 
 def _defense(name, **params):
     d = DEFENSES.create(name, **params)
-    d.setup(None, None, None, 10)
+    d.setup(None, None, 10)
     return d
 
 

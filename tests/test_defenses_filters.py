@@ -8,11 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
+from bench.color import gray3_uint8 as gray3
 from bench.defense import DefenseStack
 from bench.models import create_model
 from bench.train_config import TrainConfig
 from bench.trainer import accuracy, fit
-from defenses.filters import gaussian_blur, gray3, jpeg
+from defenses.filters import gaussian_blur, jpeg
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -137,7 +138,7 @@ def test_per_pixel_filters_commute_with_crop_and_flip(cifar10_2k, spec):
 
     x = cifar10_2k.train.x[:256]
     f = DefenseStack.build([spec]).transform_train
-    pad = lambda t: torch.nn.functional.pad(t, (4, 4, 4, 4))  # noqa: E731
+    pad = lambda t: torch.nn.functional.pad(t, (4, 4, 4, 4))
     idx = torch.randperm(256, generator=torch.Generator().manual_seed(0))
     a = crop_flip(pad(f(x)), idx, (32, 32), 4, True, torch.Generator().manual_seed(1))
     b = f(crop_flip(pad(x), idx, (32, 32), 4, True, torch.Generator().manual_seed(1)))

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.config import ConfigError, load_matrix, parse_matrix
+from bench.config import ConfigError, parse_matrix
+from bench.configfile import load_matrix
 from bench.defense import DefenseStack
 from bench.models import create_model
 from bench.train_config import TrainConfig
@@ -82,8 +83,8 @@ def test_defenses_cpu_config_crosses_attacks_with_the_defense_family():
 
 
 def test_run_records_robust_accuracy_cost_and_report(tmp_path):
-    from bench.runner import run_matrix
     from bench.results import read_rows
+    from bench.scheduler import run_matrix
 
     m = parse_matrix(
         {

@@ -4,14 +4,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.acm import acm, acm_of_points
 from bench.data import ImageData, stratified_indices
 from bench.defense import DefenseStack
 from bench.models import create_model
 from bench.train_config import TrainConfig
 from bench.trainer import fit
-from defenses._lr_rules import geometric, linear
-from defenses._st_calibration import calibrate
+from defenses.st.acm import acm, acm_of_points
+from defenses.st.calibrate import calibrate
+from defenses.st.lr_rules import geometric, linear
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -113,7 +113,7 @@ def test_st_validation_set_is_stratified_from_the_poisoned_train_set(small):
     tr, te = small
     poisoned = ImageData(tr.x.flip(-1), tr.y, tr.classes)  # any published (transformed) images
     st = DefenseStack.build([("st", {"val_per_class": 7, "val_classes": 4})]).defenses[0]
-    st.setup(None, poisoned, te, 10)
+    st.setup(None, poisoned, 10)
     assert torch.bincount(st.val_y, minlength=10).tolist() == [7, 7, 7, 7, 0, 0, 0, 0, 0, 0]
     rows = {bytes(r.numpy()) for r in poisoned.x.flatten(1)}
     assert all(bytes(v.numpy()) in rows for v in st.val_x.flatten(1))
@@ -132,7 +132,7 @@ def test_acm_is_larger_for_clustered_points_and_scale_free(formula):
     tight, labels = _blobs(12.0, g)
     loose, _ = _blobs(3.0, g)
     shuffled = labels[torch.randperm(400, generator=g)]  # the same points, labels at random
-    a_tight, a_loose, a_rand = (acm_of_points(p, l, formula) for p, l in ((tight, labels), (loose, labels), (tight, shuffled)))
+    a_tight, a_loose, a_rand = (acm_of_points(p, lab, formula) for p, lab in ((tight, labels), (loose, labels), (tight, shuffled)))
     assert a_tight > a_loose > a_rand and a_tight > 5 * a_rand
     assert acm_of_points(tight * 37.0, labels, formula) == pytest.approx(a_tight, rel=1e-6)
 

@@ -21,8 +21,11 @@ import yaml
 from bench.cache import Cache
 from bench.config import ConfigError, parse_matrix
 from bench.plan import plan
+from bench.poison import load_dataset, make_poison
+from bench.preflight import PreflightError
+from bench.records import PERTURBATION
 from bench.results import read_rows
-from bench.runner import PERTURBATION, PreflightError, load_dataset, materialize, run_matrix, status
+from bench.scheduler import env_for, plan_status, run_matrix
 from registry import ATTACKS
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -41,6 +44,14 @@ BASE = {
 
 def matrix(**changes):
     return parse_matrix({**BASE, **changes})
+
+
+def status(m, results: Path, data: Path, cache: Path):
+    return plan_status(m, results, env_for(data, cache))
+
+
+def materialize(task, m, clean, cache, device):
+    return make_poison(task, m.apply, clean, cache, device)
 
 
 def run(m, results: Path, cache: Path, **kw):
@@ -159,7 +170,7 @@ def test_partial_poisoning_shares_one_perturbation_and_one_index_set(tmp_path):
     # what was published: exactly the stored, stratified index set differs from the clean images
     cache = Cache(tmp_path / "c")
     clean = load_dataset(m.datasets[0], DATA)
-    task = plan(m)[0].poison
+    task = plan(m).cells[0].poison
     published = materialize(task, m, clean, cache, torch.device("cpu")).splits.train
     changed = torch.nonzero((published.x != clean.train.x).flatten(1).any(1)).flatten()
     index = next(e for e in cache.entries("index"))
@@ -178,7 +189,7 @@ def test_single_class_poisoning_touches_only_that_class_and_reports_its_accuracy
     report = json.loads(row.defense_report)
     assert 0 <= report["acc_poisoned_classes"] <= 100 and 0 <= report["acc_other_classes"] <= 100
     clean = load_dataset(m.datasets[0], DATA)
-    published = materialize(plan(m)[0].poison, m, clean, Cache(tmp_path / "c"), torch.device("cpu")).splits.train
+    published = materialize(plan(m).cells[0].poison, m, clean, Cache(tmp_path / "c"), torch.device("cpu")).splits.train
     changed = (published.x != clean.train.x).flatten(1).any(1)
     bird = clean.train.classes.index("bird")
     assert changed.sum() > 0 and torch.equal(changed & (clean.train.y != bird), torch.zeros_like(changed))
@@ -311,8 +322,8 @@ def test_a_plugin_version_bump_makes_its_cells_new(monkeypatch):
     import dataclasses
 
     m = matrix(attacks=["none", {"name": "random", "params": {"mode": "class"}}])
-    before = {c.poison.attack.name if c.poison.attack else "-": c.key(m) for c in plan(m)}
+    before = {c.poison.attack.name if c.poison.attack else "-": c.key for c in plan(m).cells}
     entry = ATTACKS.get("random")
     monkeypatch.setitem(ATTACKS._entries, "random", dataclasses.replace(entry, version="2"))
-    after = {c.poison.attack.name if c.poison.attack else "-": c.key(m) for c in plan(m)}
+    after = {c.poison.attack.name if c.poison.attack else "-": c.key for c in plan(m).cells}
     assert after["random"] != before["random"] and after["none"] == before["none"]

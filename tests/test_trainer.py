@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from bench.batches import EpochAugmenter, crop_flip
 from bench.data import ImageData
 from bench.models import create_model
 from bench.train_config import TrainConfig
-from bench.batches import EpochAugmenter, crop_flip
 from bench.trainer import fit, lr_at
 
 

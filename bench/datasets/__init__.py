@@ -1,10 +1,12 @@
 """Built-in dataset plugins of uebench (registered into `registry.DATASETS`).
 
-Every public module here is imported by the registry on first use, so modules must stay
-cheap to import: no torch/torchvision/PIL at module top (use `registry.lazy.lazy_import`).
+The modules in `PLUGINS` are imported by the registry on first use, so they must stay cheap
+to import: no torch/torchvision/PIL at module top (use `registry.lazy.lazy_import`).
+`common` holds the shared readers and checks; it registers nothing.
 
-A dataset plugin is built with its validated params and returns a `bench.data.Splits` from
-``load(root)``, where ``root`` is the data root directory (see `resolve_data_root`).
+A dataset plugin subclasses `bench.data.Dataset`: it is built with its validated params and
+returns a `bench.data.Splits` from ``load(root)``, where ``root`` is the data root directory
+(see `resolve_data_root`).
 
 ==============  ==================  ===========================================================
 name            module              data
@@ -17,6 +19,9 @@ imagefolder     imagefolder         ImageNet-style ``<path>/train/<class>/*.jpg`
 cifar10-mini    cifar10_mini        2,000/500 image subset of real CIFAR-10 shipped in the package
 ==============  ==================  ===========================================================
 """
-from bench.datasets._common import DATA_ENV, DEFAULT_DATA_ROOT, DatasetError, resolve_data_root
+from bench.datasets.common import DATA_ENV, DEFAULT_DATA_ROOT, DatasetError, resolve_data_root
 
-__all__ = ["DATA_ENV", "DEFAULT_DATA_ROOT", "DatasetError", "resolve_data_root"]
+PLUGINS = ("cifar10_mini", "npz", "torchvision_sets", "imagefolder")
+"""The modules that register datasets (the registry imports these, and only these)."""
+
+__all__ = ["DATA_ENV", "DEFAULT_DATA_ROOT", "DatasetError", "PLUGINS", "resolve_data_root"]

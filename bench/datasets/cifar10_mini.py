@@ -13,7 +13,7 @@ Data: ``bench/datasets/cifar10_mini.npz`` (package data; details in ``cifar10_mi
 * Selection: ``bench.data.stratified_indices(y, n, seed=0)`` on the full train labels (n=2,000)
   and independently on the full test labels (n=500); the chosen source indices are stored in
   the archive as ``train_index``/``test_index`` (with ``seed``, ``source_*`` and ``selection``).
-* Built by ``python -m bench.datasets.make_cifar10_mini --src <folder with train.npz/test.npz>``;
+* Built by ``python scripts/make_cifar10_mini.py --src <folder with train.npz/test.npz>``;
   the archive is pickle-free. `FINGERPRINT` is the `Splits.fingerprint()` of the loaded data
   (update it if the file is ever rebuilt with other settings).
 """
@@ -22,9 +22,11 @@ from __future__ import annotations
 import contextlib
 import importlib.resources
 import pathlib
-from typing import TYPE_CHECKING, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-from bench.datasets._common import check_classes, check_images, check_labels, image_data, read_npz
+from bench.data import Dataset
+from bench.datasets.common import check_classes, check_images, check_labels, image_data, read_npz
 from registry import DATASETS, NoParams
 
 if TYPE_CHECKING:
@@ -89,10 +91,7 @@ def load_mini(path: pathlib.Path | None = None) -> "Splits":
     description="2,000/500 stratified real CIFAR-10 images shipped in the package (no root, no network)",
     reference="Krizhevsky 2009",
 )
-class Cifar10Mini:
-    def __init__(self, params: NoParams):
-        self.params = params
-
+class Cifar10Mini(Dataset):
     def load(self, root: pathlib.Path | None = None) -> "Splits":
         """``root`` is ignored: the data ships with the package."""
         return load_mini()

@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from bench.datasets._common import DatasetError, first_line, image_data
+from bench.data import Dataset
+from bench.datasets.common import DatasetError, first_line, image_data
 from bench.datasets.npz import resolve_under
 from registry import DATASETS
 
@@ -109,7 +110,7 @@ def load_image(path: pathlib.Path, size: int) -> np.ndarray:
                 left, top = int(round((nw - size) / 2.0)), int(round((nh - size) / 2.0))
                 im = im.crop((left, top, left + size, top + size))
             arr = np.asarray(im, dtype=np.uint8)
-    except Exception as exc:  # noqa: BLE001  (PIL raises many kinds)
+    except Exception as exc:
         raise DatasetError(f"{path}: cannot read image ({first_line(exc)})") from None
     return arr
 
@@ -120,10 +121,7 @@ def load_image(path: pathlib.Path, size: int) -> np.ndarray:
     description="ImageNet-style <path>/{train,val}/<class>/*.jpg, resized+center-cropped to size (default 32)",
     reference="Deng et al. 2009 (ImageNet layout)",
 )
-class ImageFolder:
-    def __init__(self, params: ImageFolderParams):
-        self.params = params
-
+class ImageFolder(Dataset):
     def load(self, root: pathlib.Path) -> "Splits":
         from bench.data import Splits
 

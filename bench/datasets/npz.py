@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bench.datasets._common import load_npz_splits
+from bench.data import Dataset
+from bench.datasets.common import load_npz_splits
 from registry import DATASETS
 
 if TYPE_CHECKING:
@@ -42,10 +43,7 @@ def resolve_under(root: pathlib.Path, path: str) -> pathlib.Path:
     params=NpzParams,
     description="train.npz/test.npz in a folder (x uint8 NHWC, y int, optional classes); path relative to root",
 )
-class NpzDataset:
-    def __init__(self, params: NpzParams):
-        self.params = params
-
+class NpzDataset(Dataset):
     def load(self, root: pathlib.Path) -> "Splits":
         folder = resolve_under(root, self.params.path)
         return load_npz_splits("npz", folder, self.params.classes, info={"root": str(root)})

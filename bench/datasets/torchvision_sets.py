@@ -3,7 +3,7 @@
 For dataset ``<name>`` (``cifar10``, ``cifar100``, ``svhn``) and data root ``<root>``:
 
 1. if ``<root>/<name>/train.npz`` and ``<root>/<name>/test.npz`` exist, they are loaded (format:
-   ``x`` uint8 (N, H, W, C), ``y`` int labels; see `bench.datasets._common`) with the canonical
+   ``x`` uint8 (N, H, W, C), ``y`` int labels; see `bench.datasets.common`) with the canonical
    class names below (a ``classes`` array in the files is ignored);
 2. otherwise torchvision's dataset class is used with ``root=<root>/<name>`` and
    ``download=params.download`` (torchvision's own files are reused when already there).
@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from bench.datasets._common import (
+from bench.data import Dataset
+from bench.datasets.common import (
     DATA_ENV,
     DatasetError,
     first_line,
@@ -62,14 +63,11 @@ class TorchvisionParams(BaseModel):
     """Let torchvision download the data into ``<root>/<name>/`` when no npz copy is there."""
 
 
-class _TorchvisionSet:
+class _TorchvisionSet(Dataset):
     """Shared loader; subclasses set ``name``, ``classes`` and ``_torchvision_split``."""
 
     name: str = ""
     classes: tuple[str, ...] = ()
-
-    def __init__(self, params: TorchvisionParams):
-        self.params = params
 
     def load(self, root: pathlib.Path) -> "Splits":
         folder = pathlib.Path(root).expanduser() / self.name
@@ -85,7 +83,7 @@ class _TorchvisionSet:
 
             train = self._torchvision_split(folder, train=True)
             test = self._torchvision_split(folder, train=False)
-        except Exception as exc:  # noqa: BLE001  (URLError, RuntimeError "not found", checksum …)
+        except Exception as exc:
             how = "download failed" if self.params.download else "download=False"
             raise DatasetError(
                 f"dataset {self.name!r}: no {folder}/train.npz+test.npz and torchvision could not load "

@@ -1,6 +1,6 @@
 """Executors: where the scheduler's tasks run. One small interface, several back ends.
 
-The scheduler (`bench.runner`) owns the DAG and decides what to run next; an executor only
+The scheduler (`bench.scheduler`) owns the DAG and decides what to run next; an executor only
 runs ``fn(job)`` somewhere and hands the result back. ``job`` is a small JSON-able dict
 (the matrix, a cache key or a cell key, folders): tensors never travel, they live in the
 cache. Task functions are idempotent (a poison task on a cached key is a cache hit), so a
@@ -15,7 +15,8 @@ Back ends, registered in `EXECUTORS` (``uebench run --executor NAME``):
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Hashable
+from collections.abc import Callable, Hashable
+from typing import Any
 
 from registry import Registry
 
@@ -67,4 +68,7 @@ class Executor:
 
 EXECUTORS: Registry = Registry("executor", "bench.executors")
 
-__all__ = ["EXECUTORS", "Executor", "ExecutorError", "TaskFn", "TaskLost"]
+PLUGINS = ("local", "ray_executor")
+"""The modules that register executors."""
+
+__all__ = ["EXECUTORS", "PLUGINS", "Executor", "ExecutorError", "TaskFn", "TaskLost"]

@@ -12,9 +12,10 @@ from __future__ import annotations
 import itertools
 import os
 from collections import OrderedDict
+from collections.abc import Hashable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Hashable
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -62,7 +63,7 @@ class InlineExecutor(Executor):
         fn, job = self._pending.pop(h)
         try:
             self._done[h] = (True, fn(job, progress=self.progress))
-        except Exception as exc:  # noqa: BLE001 - handed back through result()
+        except Exception as exc:
             self._done[h] = (False, exc)
         return [h]
 
@@ -154,5 +155,5 @@ def _visible_gpus() -> list[int]:
         import torch
 
         return list(range(torch.cuda.device_count()))
-    except Exception:  # noqa: BLE001 - no usable CUDA build
+    except Exception:
         return []

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from typing import Hashable
+from collections.abc import Hashable
 
 from pydantic import BaseModel, ConfigDict, Field
 

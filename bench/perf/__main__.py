@@ -31,7 +31,6 @@ import statistics
 import sys
 import time
 
-
 _PREPARED_EPOCHS = 2
 """Distinct shuffled epochs of pre-built batches the pure loops cycle through."""
 

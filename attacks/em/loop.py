@@ -1,4 +1,4 @@
-"""The min-min bi-level loop of error-minimizing noise (algorithms.md §1.2, §1.3, §2.1).
+"""The min-min bi-level loop of error-minimizing noise (``docs/algorithms/em.md``).
 
 Each round: M steps of the source model on x + δ (SGD at a constant lr, grad-norm clip),
 then one PGD descent pass on δ with the model frozen, then the stop test (source accuracy on
@@ -13,14 +13,17 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from attacks._inputs import BatchStream, CleanView, fixed_batches, gray3
-from attacks._pgd import PGDStep, class_mean_update, frozen, pgd
+from attacks.delta import pgd_pass
+from attacks.source import frozen
+from attacks.views import BatchStream, CleanView, fixed_batches
+from bench.color import gray3
+from bench.pgd import PGD
 from registry.lazy import lazy_import
 
 if TYPE_CHECKING:
     import torch
 
-    from attacks.em import EMParams
+    from attacks.em.params import EMParams
     from bench.attack import AttackContext
     from bench.data import ImageData
 else:
@@ -51,7 +54,7 @@ class _Source:
         self.opt = sgd(params, params[0].device, lr=self.p.lr, momentum=self.p.momentum, weight_decay=self.p.weight_decay)
 
     def step(self, inp: "torch.Tensor", y: "torch.Tensor") -> None:
-        from bench.trainer import autocast_for
+        from bench.device import autocast_for
 
         self.model.train()
         if self.channels_last:
@@ -67,8 +70,6 @@ class _Source:
 
 def min_min(train: "ImageData", p: "EMParams", ctx: "AttackContext") -> MinMinResult:
     """Run EM on ``train``; δ is float32 on the [0, 1] scale, (N|K, C, H, W), on ``ctx.device``."""
-    from bench.data import stratified_indices
-
     dev = ctx.device
     c = train.x.shape[1]
     if p.gray and c != 3:
@@ -84,15 +85,8 @@ def min_min(train: "ImageData", p: "EMParams", ctx: "AttackContext") -> MinMinRe
     delta = _initial_delta((k if class_wise else n, *x.shape[1:]), p, eps, ctx)
     stream = BatchStream(n, p.batch_size, shuffle=class_wise, g=ctx.generator(2), device=dev)
     steps_per_round = p.train_steps * (stream.batches_per_pass() if p.train_unit == "epochs" else 1)
-    if class_wise:
-        n_sub = max(k, round(p.subset_fraction * n))
-        pgd_index = stratified_indices(y, n_sub, p.subset_seed).to(dev)
-    else:
-        pgd_index = torch.arange(n, device=dev)
-    step_cfg = PGDStep(
-        steps=p.pgd_steps, step_size=alpha, epsilon=eps, direction=-1, gray=p.gray, gray_step=p.gray_step,
-        amp=p.amp, channels_last=source.channels_last,
-    )
+    pgd_index = p.pgd_index(y, k)
+    walk = PGD(eps, alpha, p.pgd_steps, direction=-1, gray=p.gray, gray_step=p.gray_step, amp=p.amp, channels_last=source.channels_last)
 
     def delta_of(idx: "torch.Tensor") -> "torch.Tensor":
         return delta[y[idx]] if class_wise else delta[idx]
@@ -114,13 +108,7 @@ def min_min(train: "ImageData", p: "EMParams", ctx: "AttackContext") -> MinMinRe
             source.step(model_input(view.batch(idx), delta_of(idx), p.gray), y[idx])
         # (b) one PGD descent pass over the (sub)set, in order, with the model frozen
         with frozen(source.model) as model:
-            for b in fixed_batches(len(pgd_index), p.batch_size, dev):
-                idx = pgd_index[b]
-                eta = pgd(model, view.batch(idx), delta_of(idx), y[idx], step_cfg)
-                if class_wise:
-                    class_mean_update(delta, eta, y[idx], eps)
-                else:
-                    delta[idx] = eta
+            pgd_pass(model, view, pgd_index, y, delta, walk, class_wise, p.batch_size)
             # (c) stop test: source accuracy on the poisoned (sub)set
             acc = _poisoned_accuracy(model, view, pgd_index, y, delta_of, model_input, p, source.channels_last)
         seconds = time.perf_counter() - t0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from bench.color import luma
 from registry.lazy import lazy_import
 
 if TYPE_CHECKING:
@@ -20,13 +21,6 @@ else:
 
 # For HSV → RGB: which of (v, q, p, t) each of R, G, B takes in each sextant i = floor(6h).
 _SEXTANT = ((0, 1, 2, 2, 3, 0), (3, 0, 0, 1, 2, 2), (2, 2, 3, 0, 0, 1))
-
-
-def luma(x: "torch.Tensor") -> "torch.Tensor":
-    """(B, 1, H, W) luma of RGB images; single-channel images are their own luma."""
-    if x.shape[1] == 1:
-        return x
-    return x[:, 0:1] * 0.2989 + x[:, 1:2] * 0.587 + x[:, 2:3] * 0.114
 
 
 def _per_image(f: "torch.Tensor") -> "torch.Tensor":

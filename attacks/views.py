@@ -1,5 +1,5 @@
-"""What a source model sees while a poison is optimized: clean batches, augmented or not, and
-the grayscale transforms of Going Grayscale (algorithms.md §2.1).
+"""What a source model sees while a poison is optimized: clean batches, augmented or not, in
+fixed or reshuffled order.
 
 The clean images stay uint8 on the device; a batch is made by one index-select (plus, with
 augmentation, the trainer's batched `crop_flip`), so no per-sample Python runs. The
@@ -16,20 +16,6 @@ if TYPE_CHECKING:
     import torch
 else:
     torch = lazy_import("torch")
-
-#: ITU-R 601 luma weights, as torchvision's tensor ``Grayscale`` (``rgb_to_grayscale``).
-LUMA = (0.2989, 0.587, 0.114)
-
-
-def luma(x: "torch.Tensor") -> "torch.Tensor":
-    """Luminance-weighted channel average of an (N, 3, H, W) tensor, kept as (N, 1, H, W)."""
-    w = torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x * w).sum(dim=1, keepdim=True)
-
-
-def gray3(x: "torch.Tensor") -> "torch.Tensor":
-    """Gray3: the luminance replicated to three channels (torchvision ``Grayscale(3)`` on tensors)."""
-    return luma(x).expand_as(x)
 
 
 class CleanView:

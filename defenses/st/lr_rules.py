@@ -6,13 +6,13 @@ c = 0 (plain training) and lowers the shallow layers first and most as c grows, 
 the paper's text preserves of Eq. 5. Its exact form was lost, so each rule here is a
 **reconstruction**:
 
-- ``linear`` (default; algorithms.md §3.2): λ_l = clip(1 − β·c·(L − l + 1)/L, 0, 1). The
+- ``linear`` (default; ``docs/algorithms/staged.md``): λ_l = clip(1 − β·c·(L − l + 1)/L, 0, 1). The
   shallowest layer stops after ⌈1/β⌉ crossings, the deepest after ⌈L/β⌉.
 - ``geometric``: λ_l = (1 − β)^(c·(L − l + 1)/L): decays towards zero without reaching it.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 
 def linear(count: int, beta: float, n_layers: int) -> list[float]:

@@ -1,22 +1,22 @@
-"""Progressive Staged Training: ``st``, ``st-cg``, ``st-full`` (Dang et al. 2023; algorithms.md §3).
+"""Progressive Staged Training: ``st``, ``st-cg``, ``st-full`` (Dang et al. 2023; ``docs/algorithms/staged.md``).
 
 On unlearnable data a model first learns some real features and then gets trapped in the
-perturbation shortcut, shallow layers first. ST watches for that with ACM (`bench.acm`):
+perturbation shortcut, shallow layers first. ST watches for that with ACM (`defenses.st.acm`):
 after every epoch it embeds the penultimate activations of a validation set V, a stratified
 subset of the *poisoned* training set (100 images of each of the first 10 classes: 1,000
 for CIFAR-10), and if ACM exceeds τ it counts a crossing (c ← c + 1), rolls the model and
 the optimizer back to the last epoch that did not cross, and lowers the per-layer
-learning-rate multipliers λ_l (`defenses._lr_rules`), shallow layers first and most. Layers
+learning-rate multipliers λ_l (`defenses.st.lr_rules`), shallow layers first and most. Layers
 are `bench.models.blocks_of(model)`: the stem, each residual block, the head. Layer l
 trains at the scheduled rate times ``lr_scale``·λ_l.
 
 **Reconstruction.** The paper's ACM formula, its Eq. 5 (the λ rule), τ and β were lost from
-its text and no code is public. What runs here is the reconstruction of algorithms.md §3:
+its text and no code is public. What runs here is the reconstruction of ``docs/algorithms/staged.md``:
 ACM = mean_{i≠j} ‖μ_i − μ_j‖ / (r_i + r_j) on a 2-D t-SNE embedding and λ_l = clip(1 −
 β·c·(L − l + 1)/L, 0, 1). Both are swappable params (``acm_formula``, ``multiplier_rule``),
 every result row carries ``"reconstruction": true`` with τ, β and the ACM history in its
 ``defense_report``, and the defaults of τ and β are harness choices explained at
-`STParams`. `defenses._st_calibration.calibrate` picks τ and β as the paper does, by the
+`STParams`. `defenses.st.calibrate.calibrate` picks τ and β as the paper does, by the
 accuracy on 20 clean images.
 
 Also UNKNOWN in the paper and chosen here: a rolled-back epoch still counts toward the
@@ -38,13 +38,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bench.acm import EMBEDDINGS, FORMULAS, acm
+from bench.api import DEFENSES, Defense, lazy_import
 from bench.data import stratified_indices
-from bench.defense import Defense
-from defenses._lr_rules import RULES
 from defenses.augment import ColorParams, color_augment
-from registry import DEFENSES
-from registry.lazy import lazy_import
+from defenses.st.acm import EMBEDDINGS, FORMULAS, acm
+from defenses.st.lr_rules import RULES
 
 torch = lazy_import("torch")
 
@@ -59,7 +57,7 @@ class STParams(BaseModel):
     rose from about 0.4 after the first epoch to 0.6-0.9 after six to eight, on clean data
     and on LSP, class-wise random (32/255) and MLP-source EM poisons alike. None of those
     shortcuts was learnt at that scale, and none crossed 1. Use
-    `defenses._st_calibration.calibrate` to choose τ and β for a given arch and data set.
+    `defenses.st.calibrate.calibrate` to choose τ and β for a given arch and data set.
     β = 0.5 stops the shallowest layer after two crossings and the head after 2·L.
     """
 
@@ -82,7 +80,7 @@ class STParams(BaseModel):
     "st",
     params=STParams,
     description="Progressive Staged Training: ACM-triggered rollback + shallow-first lr decay (reconstructed ACM/λ rule)",
-    reference="Dang et al. 2023, arXiv 2306.02064 (ST), Alg. 1; algorithms.md §3",
+    reference="Dang et al. 2023, arXiv 2306.02064 (ST), Alg. 1",
     category="training",
     cost="1 pass per step + per epoch: ACM forward over V (1,000 images) and a t-SNE",
 )
@@ -99,7 +97,7 @@ class ProgressiveStagedTraining(Defense):
         self.measure = self._measure  # model -> ACM; replaceable, e.g. by a scripted sequence
 
     # -- V and ACM ------------------------------------------------------------------------
-    def setup(self, model, train, test, num_classes):
+    def setup(self, model, train, num_classes):
         p = self.params
         y = train.y.cpu()
         first = torch.nonzero(y < p.val_classes).flatten()
@@ -179,7 +177,7 @@ class STCGParams(STParams, ColorParams):
     "st-cg",
     params=STCGParams,
     description="ST with the CG colour augmentation (jitter p 0.8 + grayscale p 0.2) at twice the lr",
-    reference="Dang et al. 2023 (ST), Table I; algorithms.md §3.3",
+    reference="Dang et al. 2023, arXiv 2306.02064 (ST), Table I",
     category="training",
     cost="as st, plus elementwise colour ops per batch",
 )
@@ -197,7 +195,7 @@ class STFullParams(STCGParams):
     "st-full",
     params=STFullParams,
     description="ST-CG, then fine-tuning of all layers with CG (the paper's full pipeline)",
-    reference="Dang et al. 2023 (ST), §III ST Training Pipeline; algorithms.md §3.3",
+    reference="Dang et al. 2023, arXiv 2306.02064 (ST), §III training pipeline",
     category="training",
     cost="as st-cg, plus finetune_epochs of standard-cost training",
 )

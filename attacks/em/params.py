@@ -1,12 +1,8 @@
-"""Error-minimizing noise (EM, Huang et al. ICLR 2021) and Going Grayscale's ULEO variants.
+"""Params of error-minimizing noise and the presets the papers report (`attacks.em`).
 
-One implementation (`attacks._em_core.min_min`), one params model, several registered names:
-``em`` is the general attack; the presets below are the rows the papers report, each just
-``em`` with other defaults, so the leaderboard reads like the papers.
-
-Defaults are the official code's (algorithms.md §1.2 sample-wise, §1.3 class-wise, §2.1
-ULEO-Gray/-Augs/-GrayAugs, §2.2 MLP source). Every place where a paper and the code disagree
-is one param, with the code's behaviour as the default:
+Defaults are the official code's CIFAR-10 settings; every place where a paper and the code
+disagree is one param, with the code's behaviour as the default (table in
+``docs/algorithms/em.md``):
 
 ==========================  ==================================  =================================
 param                       code (default)                      paper
@@ -22,12 +18,6 @@ param                       code (default)                      paper
 ``source_model_kwargs``     ``{sigmoid_output: true}`` for      ``{}`` (a plain MLP)
                             the GG MLP (``em-mlp``)
 ==========================  ==================================  =================================
-
-``gray`` and ``augment`` are independent booleans (the released code ties them together).
-With ``gray``, the model steps see Gray3(Aug(x)) + δ, PGD minimizes CE(f(Gray3(clip(Aug(x) +
-δ)))) and δ is kept equal across the three channels; the published poison is δ added to the
-*colour* original. How δ is added (the paper's signed x + δ or the code's rectified
-max(δ, 0)) is the harness's ``apply`` setting (§1.5), not the attack's.
 """
 from __future__ import annotations
 
@@ -36,11 +26,8 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, Field, create_model
 from pydantic.fields import FieldInfo
 
-from attacks._source import PGDParams, SourceParams
-from bench.attack import Attack, AttackContext
-from bench.perturbation import Perturbation
-from bench.threat import ThreatModel
-from registry import ATTACKS
+from attacks.delta import PGDParams
+from attacks.source import SourceParams
 
 EM_REFERENCE = "Huang et al. ICLR 2021 (EM); HanxunH/Unlearnable-Examples perturbation.py"
 GG_REFERENCE = "Liu et al. 2021, Going Grayscale; liuzrcc/ULEGrayAug perturbation.py"
@@ -75,29 +62,6 @@ class EMParams(SourceParams, PGDParams):
     stop_test_gray: bool = Field(False, description="gray: run the stop test on gray inputs (code: colour)")
 
 
-@ATTACKS.register(
-    "em",
-    params=EMParams,
-    description="Error-minimizing noise (min-min), sample- or class-wise; every paper/code variant as a param",
-    reference=EM_REFERENCE,
-    threat=ThreatModel("linf", "epsilon"),
-    category="error-minimizing",
-    version=EM_VERSION,
-)
-class ErrorMinimizing(Attack):
-    """Error-minimizing noise; the trained source model stays available as ``source_model``."""
-
-    source_model = None
-
-    def generate(self, train, ctx: AttackContext) -> Perturbation:
-        from attacks._em_core import min_min
-
-        res = min_min(train, self.params, ctx)
-        self.source_model = res.model
-        stats = {"mode": self.params.mode, "source_arch": self.params.source_arch, **res.stats}
-        return Perturbation(res.delta, mode=self.params.mode, stats=stats)
-
-
 def with_defaults(base: type[BaseModel], name: str, doc: str, **defaults: Any) -> type[BaseModel]:
     """A subclass of ``base`` whose fields in ``defaults`` default differently (same checks)."""
     fields = {k: (base.model_fields[k].annotation, FieldInfo.merge_field_infos(base.model_fields[k], default=v)) for k, v in defaults.items()}
@@ -119,10 +83,3 @@ PRESETS: dict[str, tuple[str, str, str, dict[str, Any]]] = {
         GG_REFERENCE, {"source_arch": "mlp", "source_model_kwargs": {"sigmoid_output": True}},
     ),
 }
-
-for _name, (_cls, _desc, _ref, _defaults) in PRESETS.items():
-    _params = with_defaults(EMParams, _cls, f"`em` with the {_name} defaults: {_defaults}.", **_defaults)
-    ATTACKS.register(
-        _name, params=_params, description=_desc, reference=_ref, threat=ThreatModel("linf", "epsilon"),
-        category="error-minimizing", preset_of="em", version=EM_VERSION,
-    )(ErrorMinimizing)

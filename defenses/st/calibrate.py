@@ -13,7 +13,8 @@ costs one training run per pair, so use it at the scale the numbers will be repo
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from bench.defense import DefenseStack
 from bench.train_config import TrainConfig

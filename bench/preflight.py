@@ -1,0 +1,78 @@
+"""Checks that run before any work and need more than the config: every model name a matrix
+references (its archs, and the models its plugins' params name, e.g. an attack's
+``source_arch`` and ``source_model_kwargs``) exists and builds, and ``poison_classes`` names
+classes of the data. A failure is a `PreflightError` with one line; the run then exits 2
+having written nothing.
+
+The driver side (`model_refs`, `check_classes`) imports no torch; `check_models` (worker side,
+run with the dataset job) imports timm and builds each distinct referenced model once.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+from typing import TYPE_CHECKING
+
+from bench.config import canonical_json
+
+if TYPE_CHECKING:
+    from bench.config import Matrix
+    from bench.records import DatasetFacts
+
+
+class PreflightError(ValueError):
+    """Something a run needs is missing (an arch, a model kwarg, a class name); one line."""
+
+
+def model_refs(m: "Matrix") -> tuple[tuple[str, str, str], ...]:
+    """(arch, canonical JSON kwargs, where) of every model the matrix's plugins reference.
+
+    A params model declares its references with a ``model_refs()`` method returning
+    ``[(field, arch, kwargs)]`` (`attacks.source.SourceParams` does)."""
+    from bench.plan import expand_attacks
+    from registry import ATTACKS, DEFENSES
+
+    out: dict[tuple[str, str], str] = {}
+    specs = [(ATTACKS, a, f"attack {m.attack_label(a)!r}") for a in expand_attacks(m)]
+    specs += [(DEFENSES, d, f"defense {d.name!r}") for stack in m.defenses for d in stack]
+    for reg, spec, where in specs:
+        params = reg.validate(spec.name, spec.params)
+        refs = getattr(params, "model_refs", None)
+        for field, arch, kwargs in refs() if callable(refs) else ():
+            out.setdefault((arch, canonical_json(kwargs)), f"{where}: params.{field}")
+    return tuple((arch, kw, where) for (arch, kw), where in out.items())
+
+
+def check_models(archs: tuple[str, ...], refs: tuple[tuple[str, str, str], ...]) -> None:
+    """Every exploiter arch exists; every referenced model exists and builds with its kwargs."""
+    from bench.models import create_model, list_models
+    from registry import RegistryError
+
+    known = set(list_models())
+    for arch in archs:
+        _known(arch, known, "archs")
+    for arch, kwargs, where in refs:
+        _known(arch, known, where)
+        try:
+            create_model(arch, num_classes=10, **json.loads(kwargs))
+        except (TypeError, ValueError, RegistryError) as exc:
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise PreflightError(f"{where}: model {arch!r} cannot be built with kwargs {kwargs} ({msg})") from None
+
+
+def _known(arch: str, known: set[str], where: str) -> None:
+    if arch not in known:
+        close = difflib.get_close_matches(arch, known, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise PreflightError(f"{where}: unknown model {arch!r}{hint} (see `uebench list models`)")
+
+
+def check_classes(m: "Matrix", facts: "DatasetFacts") -> None:
+    """``poison_classes`` must name classes of every dataset."""
+    for name in m.poison_classes or ():
+        if name not in facts.classes:
+            close = difflib.get_close_matches(name, facts.classes, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise PreflightError(
+                f"poison_classes: {name!r} is not a class of {facts.name}{hint} (classes: {', '.join(facts.classes)})"
+            )

@@ -1,0 +1,29 @@
+"""The base of every config model: strict about what YAML can silently turn into something else.
+
+pydantic's lax mode reads ``epochs: true`` as 1 and accepts ``lr: .inf``; a benchmark config
+must not. `StrictModel` forbids unknown keys, is frozen, refuses NaN and infinities, and
+refuses booleans where a number is expected (YAML's ``true``/``yes``/``on``). Plugin params
+get the same checks from the registry (`registry.core.value_problem`), whatever base class
+their author chose.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, model_validator
+
+from registry.core import value_problem
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name, value in data.items():
+                problem = value_problem(cls, name, value)
+                if problem:
+                    raise ValueError(f"{name}: {problem}")
+        return data
