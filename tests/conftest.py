@@ -1,6 +1,14 @@
-"""Shared fixtures: the real CIFAR-10 copy beside the repository and small slices of it."""
+"""Shared fixtures: the built-in real data (cifar10-mini), the full CIFAR-10 copy beside the
+repository where a test truly needs it, one-thread torch, and the real `uebench` CLI.
+
+Skips are watched: a test may skip only for a reason listed in ``tests/allowed_skips.txt``;
+with ``UEBENCH_STRICT_SKIPS=1`` (as ``.ci/run`` sets it) any other skip fails the session,
+so the suite cannot go quietly green on a machine where it tests less.
+"""
 from __future__ import annotations
 
+import fnmatch
+import os
 from pathlib import Path
 
 import pytest
@@ -8,39 +16,45 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 CIFAR10 = SHARED_DATA / "cifar10"
+DATA = SHARED_DATA  # the data root tests pass (only the full-copy tests read from it)
+FULL_COPY_REASON = f"needs the full CIFAR-10 copy at {CIFAR10}"
 
 
+def have_full_copy() -> bool:
+    return (CIFAR10 / "train.npz").is_file() and (CIFAR10 / "test.npz").is_file()
 
-def _need_cifar10() -> None:
-    if not (CIFAR10 / "train.npz").exists():
-        pytest.skip(f"the shared CIFAR-10 copy is not at {CIFAR10}")
+
+needs_full_copy = pytest.mark.skipif(not have_full_copy(), reason=FULL_COPY_REASON)
 
 
 @pytest.fixture(scope="session")
 def cifar10():
     """The full real CIFAR-10 (Splits), loaded once per test session."""
-    _need_cifar10()
+    if not have_full_copy():
+        pytest.skip(FULL_COPY_REASON)
     from registry import DATASETS
 
     return DATASETS.create("cifar10").load(SHARED_DATA)
 
 
 @pytest.fixture(scope="session")
-def cifar10_2k(cifar10):
-    """A stratified 2,000-image train slice and 1,000-image test slice of the real data."""
-    from bench.data import Splits, stratified_indices
-
-    tr = cifar10.train.subset(stratified_indices(cifar10.train.y, 2000, 0))
-    te = cifar10.test.subset(stratified_indices(cifar10.test.y, 1000, 0))
-    return Splits("cifar10", tr, te)
-
-
-@pytest.fixture(scope="session")
 def mini():
-    """The built-in cifar10-mini (ships in the package)."""
+    """The built-in cifar10-mini: 2,000 train / 500 test real CIFAR-10 images, sorted by class."""
     from registry import DATASETS
 
-    return DATASETS.create("cifar10-mini").load(SHARED_DATA)
+    return DATASETS.create("cifar10-mini").load(None)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread: small models and batches gain nothing from a shared second core,
+    and lose several-fold when another process holds it."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 TINY_CONFIG = """\
@@ -74,9 +88,7 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
-    """A finished 2 attacks × 2 seeds run through the CLI: (config path, results dir, process)."""
-    import os
-
+    """A finished 2 attacks × 2 seeds run through the CLI: (config path, results dir, process, env)."""
     root = tmp_path_factory.mktemp("tiny")
     cfg = root / "tiny.yaml"
     cfg.write_text(TINY_CONFIG)
@@ -84,3 +96,31 @@ def tiny_run(tmp_path_factory):
     proc = run_cli("run", str(cfg), "--results-dir", str(root / "results"), cwd=root, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return cfg, root / "results", proc, env
+
+
+# -- watching skips ---------------------------------------------------------------------------
+_SKIPPED: list[tuple[str, str]] = []
+
+
+def _allowed() -> list[str]:
+    lines = (REPO / "tests" / "allowed_skips.txt").read_text().splitlines()
+    return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        _SKIPPED.append((report.nodeid, reason.removeprefix("Skipped: ")))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if os.environ.get("UEBENCH_STRICT_SKIPS") != "1":
+        return
+    allowed = _allowed()
+    unexpected = [(n, r) for n, r in _SKIPPED if not any(fnmatch.fnmatch(r, pat) for pat in allowed)]
+    if unexpected:
+        tr = session.config.pluginmanager.get_plugin("terminalreporter")
+        lines = ["unexpected skips (not in tests/allowed_skips.txt):"] + [f"  {n}: {r}" for n, r in unexpected]
+        if tr is not None:
+            tr.write_line("\n".join(lines), red=True)
+        session.exitstatus = 1

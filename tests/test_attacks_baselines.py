@@ -15,9 +15,9 @@ from registry import ATTACKS
 
 
 @pytest.fixture(scope="module")
-def train500(cifar10):
+def train500(mini):
     """500 real CIFAR-10 training images, 50 per class, in dataset order."""
-    return cifar10.train.subset(stratified_indices(cifar10.train.y, 500, 0))
+    return mini.train.subset(stratified_indices(mini.train.y, 500, 0))
 
 
 def ctx_for(data, seed: int = 0) -> AttackContext:

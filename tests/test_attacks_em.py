@@ -25,11 +25,10 @@ EXPLOITER = TrainConfig(epochs=8, batch_size=64, lr=0.05, eval_every=8)
 
 
 @pytest.fixture(scope="module")
-def slice500(cifar10):
-    """500 training images (50 per class) and 500 test images of the real CIFAR-10."""
-    tr = cifar10.train.subset(stratified_indices(cifar10.train.y, 500, 0))
-    te = cifar10.test.subset(stratified_indices(cifar10.test.y, 500, 0))
-    return Splits("cifar10", tr, te)
+def slice500(mini):
+    """500 training images (50 per class) and the 500 test images of cifar10-mini (real CIFAR-10)."""
+    tr = mini.train.subset(stratified_indices(mini.train.y, 500, 0))
+    return Splits("cifar10-mini", tr, mini.test)
 
 
 @pytest.fixture(scope="module")
@@ -79,11 +78,11 @@ def test_em_poison_makes_the_data_unlearnable(em_run, slice500):
     assert poisoned_acc < 0.75 * clean_acc  # … and far less from the poisoned one
 
 
-def test_sample_wise_source_learns_on_class_sorted_storage(cifar10):
-    """The shared CIFAR-10 copy is stored class by class (as folder-built copies are). The
-    sample-wise model steps must still see class-mixed batches: in storage order the source's
-    BatchNorm steps never learn and EM stays at chance for every round."""
-    tr = cifar10.train.subset(stratified_indices(cifar10.train.y, 1500, 0))
+def test_sample_wise_source_learns_on_class_sorted_storage(mini):
+    """cifar10-mini (like the full CIFAR-10 copy) is stored class by class, as folder-built
+    copies are. The sample-wise model steps must still see class-mixed batches: in storage
+    order the source's BatchNorm steps never learn and EM stays at chance for every round."""
+    tr = mini.train.subset(stratified_indices(mini.train.y, 1500, 0))
     assert bool((tr.y[:-1] <= tr.y[1:]).all())  # the slice really is class-sorted
     atk = ATTACKS.create("em-sample", **{**EM_PARAMS, "max_rounds": 4})
     pert = atk.generate(tr, AttackContext(torch.device("cpu"), 0, 10, (3, 32, 32)))

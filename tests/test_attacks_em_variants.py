@@ -16,8 +16,8 @@ ONE_ROUND = dict(source_arch="mlp", max_rounds=1, batch_size=100, lr=0.01, pgd_s
 
 
 @pytest.fixture(scope="module")
-def train200(cifar10):
-    return cifar10.train.subset(stratified_indices(cifar10.train.y, 200, 1))
+def train200(mini):
+    return mini.train.subset(stratified_indices(mini.train.y, 200, 1))
 
 
 def ctx_for(data, seed: int = 0) -> AttackContext:

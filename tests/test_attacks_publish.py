@@ -2,10 +2,9 @@
 deliberately broken attacks fail it; signed and rectified publication differ as §1.5 says."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
+from conftest import DATA as SHARED_DATA
 
 from attacks.lsp import SyntheticPatches
 from attacks.ops import OnePixelShortcut
@@ -17,8 +16,6 @@ from bench.plan import plan
 from bench.poison import load_dataset, make_poison
 from bench.threat import ThreatModelError, validate_poison
 from registry import ATTACKS
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 #: The cheapest settings of whatever knobs an attack has (unknown fields are left alone).
 CHEAP = {

@@ -1,16 +1,12 @@
 """`uebench show poison`: the clean | amplified δ | poisoned montage of a real poison."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import DATA, run_cli
 from PIL import Image
 
 from bench.show import Layout, parse_params, pick_per_class, show_poison
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def tile(img: np.ndarray, row: int, group: int, which: int, lay: Layout = Layout()) -> np.ndarray:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import CIFAR10, FULL_COPY_REASON, SHARED_DATA, have_full_copy, needs_full_copy
 
 from bench.data import stratified_indices
 from bench.datasets import DATA_ENV, DatasetError, cifar10_mini, resolve_data_root
@@ -30,12 +31,9 @@ def _build_script():
 
 _SCRIPT = _build_script()
 SOURCE_COMMIT, SOURCE_SHA256 = _SCRIPT.SOURCE_COMMIT, _SCRIPT.SOURCE_SHA256
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-CIFAR = SHARED / "cifar10"
-HAVE_SHARED = (CIFAR / "train.npz").is_file() and (CIFAR / "test.npz").is_file()
-needs_shared = pytest.mark.skipif(
-    not HAVE_SHARED, reason=f"shared CIFAR-10 copy not found at {CIFAR} (expected train.npz/test.npz)"
-)
+SHARED, CIFAR = SHARED_DATA, CIFAR10
+HAVE_SHARED = have_full_copy()
+needs_shared = needs_full_copy
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 README_MEAN = (125.3, 122.9, 113.9)  # /work/shared/data/cifar10/README.md, train, rounded
 
@@ -50,7 +48,7 @@ def one_line(exc: pytest.ExceptionInfo) -> str:
 def full():
     """The full shared CIFAR-10 through the cifar10 plugin (loaded once per module)."""
     if not HAVE_SHARED:
-        pytest.skip(f"shared CIFAR-10 copy not found at {CIFAR}")
+        pytest.skip(FULL_COPY_REASON)
     t = time.perf_counter()
     splits = DATASETS.create("cifar10").load(SHARED)
     print(f"\nfull cifar10 npz load: {time.perf_counter() - t:.2f} s")

@@ -11,30 +11,25 @@ from bench.robust import evaluate_robust
 from bench.train_config import RobustEvalConfig, TrainConfig
 from bench.trainer import accuracy, fit
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 EPS = 8 / 255
 CFG = TrainConfig(epochs=5, batch_size=128, lr=0.05)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: small models and batches gain nothing from a shared second core."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
-def standard_mlp(cifar10_2k):
+def standard_mlp(mini):
     torch.manual_seed(0)
     model = create_model("mlp", num_classes=10)
-    fit(model, cifar10_2k.train, cifar10_2k.test, CFG, seed=0)
+    fit(model, mini.train, mini.test, CFG, seed=0)
     return model.eval()
 
 
-def test_pgd_stays_in_the_ball_and_raises_the_loss(standard_mlp, cifar10_2k):
-    x = cifar10_2k.test.x[::4].float() / 255
-    y = cifar10_2k.test.y[::4]
+def test_pgd_stays_in_the_ball_and_raises_the_loss(standard_mlp, mini):
+    x = mini.test.x[::4].float() / 255
+    y = mini.test.y[::4]
     ce = torch.nn.functional.cross_entropy
     for start in ("uniform", "gaussian", "none"):
         x_adv, _ = pgd(standard_mlp, x, y, PGD(EPS, 0.8 / 255, 20, start=start), generator=torch.Generator().manual_seed(0))
@@ -47,8 +42,8 @@ def test_pgd_stays_in_the_ball_and_raises_the_loss(standard_mlp, cifar10_2k):
     assert torch.allclose((x_f - x).abs()[(x_f > 0) & (x_f < 1)], torch.tensor(EPS), atol=1e-6)  # one full step
 
 
-def test_pgd20_lowers_a_trained_models_accuracy(standard_mlp, cifar10_2k):
-    te = cifar10_2k.test
+def test_pgd20_lowers_a_trained_models_accuracy(standard_mlp, mini):
+    te = mini.test
     out = evaluate_robust(standard_mlp, te.x, te.y, RobustEvalConfig(n_test=500), seed=0)
     assert set(out) == {"robust_acc_fgsm", "robust_acc_pgd20"}
     clean = 100 * accuracy(standard_mlp, te.x, te.y)
@@ -60,16 +55,16 @@ def test_pgd20_lowers_a_trained_models_accuracy(standard_mlp, cifar10_2k):
     assert set(only_pgd) == {"robust_acc_pgd20"}
 
 
-def test_adversarial_training_steps_run_on_adversarial_batches(cifar10_2k):
+def test_adversarial_training_steps_run_on_adversarial_batches(mini):
     stack = DefenseStack.build([("at", {})])
     assert stack.cost == 11.0  # PGD-10 plus the training pass
     assert DefenseStack.build([("at", {"steps": 7})]).cost == 8.0  # the Going Grayscale paper's PGD-7
-    tr = cifar10_2k.train.subset(torch.arange(0, 2000, 4))
+    tr = mini.train.subset(torch.arange(0, 2000, 4))
     cfg = TrainConfig(epochs=3, batch_size=100, lr=0.05)
     runs = {}
     for name, st in (("standard", []), ("at", [("at", {})]), ("weak", [("at", {"epsilon": 0.5, "steps": 1})])):
         torch.manual_seed(0)
-        runs[name] = fit(create_model("mlp", num_classes=10), tr, cifar10_2k.test, cfg, DefenseStack.build(st), seed=0)
+        runs[name] = fit(create_model("mlp", num_classes=10), tr, mini.test, cfg, DefenseStack.build(st), seed=0)
     at, std = runs["at"], runs["standard"]
     assert all(c["train_loss"] == c["train_loss"] and c["train_loss"] > 0 for c in at.curve)
     # same init, same batches: the PGD batches are harder, so the loss is higher and fewer are right

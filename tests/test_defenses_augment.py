@@ -8,15 +8,9 @@ from torchvision.transforms.v2 import functional as TF
 from defenses.color_ops import adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, color_jitter
 from registry import DEFENSES
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: these tests run many small ops, which a second thread only slows
-    down when the two cores are shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+
 
 
 def _batch(splits, n=256):
@@ -40,8 +34,8 @@ def _partner(y_out, y, i):
     return float(y_out[i, int(y[i])]), other[0]
 
 
-def test_mixup_mixes_images_and_labels_with_the_same_lambda(cifar10_2k):
-    x, y = _batch(cifar10_2k)
+def test_mixup_mixes_images_and_labels_with_the_same_lambda(mini):
+    x, y = _batch(mini)
     g = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
     xm, ym = _defense("mixup", prob=1.0, num_mix=1).batch_transform(x, y, g)
@@ -60,8 +54,8 @@ def test_mixup_mixes_images_and_labels_with_the_same_lambda(cifar10_2k):
     assert checked > 0.8 * len(y)
 
 
-def test_mixup_default_rounds_leave_a_quarter_unmixed(cifar10_2k):
-    x, y = _batch(cifar10_2k, 2000)
+def test_mixup_default_rounds_leave_a_quarter_unmixed(mini):
+    x, y = _batch(mini, 2000)
     g = torch.Generator().manual_seed(1)
     torch.manual_seed(1)
     xm, ym = _defense("mixup").batch_transform(x, y, g)  # EM code: 2 rounds, each with p 0.5
@@ -71,8 +65,8 @@ def test_mixup_default_rounds_leave_a_quarter_unmixed(cifar10_2k):
     assert torch.equal(ym.argmax(1)[(xm == x).flatten(1).all(1)], y[(xm == x).flatten(1).all(1)])
 
 
-def test_cutmix_pastes_one_box_and_weights_labels_by_its_area(cifar10_2k):
-    x, y = _batch(cifar10_2k)
+def test_cutmix_pastes_one_box_and_weights_labels_by_its_area(mini):
+    x, y = _batch(mini)
     g = torch.Generator().manual_seed(2)
     torch.manual_seed(2)
     xm, ym = _defense("cutmix", prob=1.0, num_mix=1).batch_transform(x, y, g)
@@ -98,8 +92,8 @@ def test_cutmix_pastes_one_box_and_weights_labels_by_its_area(cifar10_2k):
     assert checked > 0.5 * len(y) and exact > 0.9 * checked
 
 
-def test_cutout_zeroes_one_clipped_square(cifar10_2k):
-    x, y = _batch(cifar10_2k)
+def test_cutout_zeroes_one_clipped_square(mini):
+    x, y = _batch(mini)
     g = torch.Generator().manual_seed(3)
     xc, yc = _defense("cutout").batch_transform(x, y, g)
     assert yc is y
@@ -118,8 +112,8 @@ def test_cutout_zeroes_one_clipped_square(cifar10_2k):
     assert 0.2 < sizes.count(256) / len(sizes) < 0.4  # centre within 8 px of both borders: (17/32)² ≈ 0.28
 
 
-def test_batched_colour_ops_match_torchvision_per_image(cifar10_2k):
-    x, _ = _batch(cifar10_2k, 48)
+def test_batched_colour_ops_match_torchvision_per_image(mini):
+    x, _ = _batch(mini, 48)
     g = torch.Generator().manual_seed(4)
     f = 0.5 + torch.rand(48, generator=g)
     h = torch.rand(48, generator=g) - 0.5
@@ -143,8 +137,8 @@ def test_batched_colour_ops_match_torchvision_per_image(cifar10_2k):
     assert (ours - torch.stack(ref)).abs().max() < 1e-5
 
 
-def test_color_jitters_per_image_and_grays_a_fifth(cifar10_2k):
-    x, y = _batch(cifar10_2k, 2000)
+def test_color_jitters_per_image_and_grays_a_fifth(mini):
+    x, y = _batch(mini, 2000)
     g = torch.Generator().manual_seed(5)
     xc, yc = _defense("color").batch_transform(x, y, g)
     assert yc is y and xc.shape == x.shape and 0 <= xc.min() and xc.max() <= 1

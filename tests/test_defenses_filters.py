@@ -15,15 +15,9 @@ from bench.train_config import TrainConfig
 from bench.trainer import accuracy, fit
 from defenses.filters import gaussian_blur, jpeg
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: these tests run many small ops, which a second thread only slows
-    down when the two cores are shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+
 
 
 def _pil(x: torch.Tensor, fn) -> torch.Tensor:
@@ -32,8 +26,8 @@ def _pil(x: torch.Tensor, fn) -> torch.Tensor:
     return torch.stack([torch.from_numpy(o.copy()).permute(2, 0, 1) for o in out])
 
 
-def test_grayscale_equals_pil_gray3_and_makes_channels_equal(cifar10_2k):
-    x = cifar10_2k.train.x[:300]
+def test_grayscale_equals_pil_gray3_and_makes_channels_equal(mini):
+    x = mini.train.x[:300]
     out = gray3(x)
     assert out.dtype == torch.uint8 and out.shape == x.shape
     assert torch.equal(out[:, 0], out[:, 1]) and torch.equal(out[:, 1], out[:, 2])
@@ -42,9 +36,9 @@ def test_grayscale_equals_pil_gray3_and_makes_channels_equal(cifar10_2k):
     assert not torch.equal(out, x)
 
 
-def test_grayscale_reaches_the_test_set_only_when_configured(cifar10_2k):
-    tr = cifar10_2k.train.subset(torch.arange(0, 2000, 4))
-    te = cifar10_2k.test.subset(torch.arange(0, 1000, 4))
+def test_grayscale_reaches_the_test_set_only_when_configured(mini):
+    tr = mini.train.subset(torch.arange(0, 2000, 4))
+    te = mini.test.subset(torch.arange(0, 500, 2))
     gray_both = DefenseStack.build([("grayscale", {})])
     iss = DefenseStack.build([("grayscale", {"apply_to_test": False})])
     t = gray_both.transform_test(te.x)
@@ -62,8 +56,8 @@ def test_grayscale_reaches_the_test_set_only_when_configured(cifar10_2k):
 
 
 @pytest.mark.parametrize("method", ["posterize", "round"])
-def test_bdr_leaves_exactly_two_to_the_bits_levels(cifar10_2k, method):
-    x = cifar10_2k.train.x[:500]
+def test_bdr_leaves_exactly_two_to_the_bits_levels(mini, method):
+    x = mini.train.x[:500]
     for bits in range(1, 8):
         out = DefenseStack.build([("bdr", {"bits": bits, "method": method})]).transform_train(x)
         assert out.dtype == torch.uint8 and out.shape == x.shape
@@ -78,16 +72,16 @@ def test_bdr_leaves_exactly_two_to_the_bits_levels(cifar10_2k, method):
             assert err <= 255 / (2 * (2**bits - 1)) + 0.5
 
 
-def test_bdr_is_train_only_by_default(cifar10_2k):
+def test_bdr_is_train_only_by_default(mini):
     stack = DefenseStack.build([("bdr", {"bits": 2})])
-    te = cifar10_2k.test.x[:50]
+    te = mini.test.x[:50]
     assert torch.equal(stack.transform_test(te), te)
     on = DefenseStack.build([("bdr", {"bits": 2, "apply_to_test": True})])
     assert torch.unique(on.transform_test(te)).tolist() == [0, 64, 128, 192]
 
 
-def test_jpeg_changes_images_keeps_shape_and_matches_pil(cifar10_2k):
-    x = cifar10_2k.train.x[:200]
+def test_jpeg_changes_images_keeps_shape_and_matches_pil(mini):
+    x = mini.train.x[:200]
     stack = DefenseStack.build([("jpeg", {})])  # quality 10
     out = stack.transform_train(x)
     assert out.dtype == torch.uint8 and out.shape == x.shape and out.device == x.device
@@ -108,8 +102,8 @@ def _pil_jpeg(im: Image.Image, quality: int) -> Image.Image:
     return Image.open(buf).convert("RGB")
 
 
-def test_gaussian_blur_smooths_and_keeps_flat_images(cifar10_2k):
-    x = cifar10_2k.train.x[:200]
+def test_gaussian_blur_smooths_and_keeps_flat_images(mini):
+    x = mini.train.x[:200]
     out = DefenseStack.build([("gaussian", {"kernel_size": 5, "sigma": 1.5})]).transform_train(x)
     assert out.dtype == torch.uint8 and out.shape == x.shape
 
@@ -122,7 +116,7 @@ def test_gaussian_blur_smooths_and_keeps_flat_images(cifar10_2k):
     assert torch.equal(gaussian_blur(flat, 5, 2.0), flat)
 
 
-def test_filter_params_fail_with_one_line(cifar10_2k):
+def test_filter_params_fail_with_one_line(mini):
     from registry import DEFENSES, RegistryError
 
     with pytest.raises(RegistryError, match=r"kernel_size: must be odd, e.g. 5"):
@@ -132,11 +126,11 @@ def test_filter_params_fail_with_one_line(cifar10_2k):
 
 
 @pytest.mark.parametrize("spec", [("grayscale", {}), ("bdr", {"bits": 3}), ("bdr", {"bits": 5, "method": "round"})])
-def test_per_pixel_filters_commute_with_crop_and_flip(cifar10_2k, spec):
+def test_per_pixel_filters_commute_with_crop_and_flip(mini, spec):
     """Why filtering once before training equals the reference per-batch pipelines."""
     from bench.batches import crop_flip
 
-    x = cifar10_2k.train.x[:256]
+    x = mini.train.x[:256]
     f = DefenseStack.build([spec]).transform_train
     pad = lambda t: torch.nn.functional.pad(t, (4, 4, 4, 4))
     idx = torch.randperm(256, generator=torch.Generator().manual_seed(0))

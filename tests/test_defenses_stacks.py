@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import DATA
 
 from bench.config import ConfigError, parse_matrix
 from bench.configfile import load_matrix
@@ -15,8 +16,9 @@ from bench.train_config import TrainConfig
 from bench.trainer import fit
 from registry import DEFENSES, RegistryError
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 # Cheap settings for the smoke run; every other param keeps its default.
 FAST = {
@@ -27,13 +29,6 @@ FAST = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: small models and batches gain nothing from a shared second core."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.mark.parametrize("name", DEFENSES.list())

@@ -13,20 +13,15 @@ from defenses.st.acm import acm, acm_of_points
 from defenses.st.calibrate import calibrate
 from defenses.st.lr_rules import geometric, linear
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: small models and batches gain nothing from a shared second core."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+
 
 
 @pytest.fixture(scope="module")
-def small(cifar10_2k):
+def small(mini):
     """500 train (all classes) and 200 test images of the real CIFAR-10 slice."""
-    return cifar10_2k.train.subset(torch.arange(0, 2000, 4)), cifar10_2k.test.subset(torch.arange(0, 1000, 5))
+    return mini.train.subset(torch.arange(0, 2000, 4)), mini.test.subset(torch.arange(0, 500, 2))
 
 
 def _scripted(stack: DefenseStack, values: list[float], snapshots: list[dict]):
@@ -137,16 +132,16 @@ def test_acm_is_larger_for_clustered_points_and_scale_free(formula):
     assert acm_of_points(tight * 37.0, labels, formula) == pytest.approx(a_tight, rel=1e-6)
 
 
-def test_acm_of_real_activations_grows_as_a_model_fits_the_set(cifar10_2k):
+def test_acm_of_real_activations_grows_as_a_model_fits_the_set(mini):
     """t-SNE ACM of penultimate activations of 200 real images: an untrained MLP's are mixed,
     those of an MLP fitted to the same images cluster by class, as ST expects of a model
     that has fitted (a shortcut of) its training set."""
-    v = cifar10_2k.train.subset(stratified_indices(cifar10_2k.train.y, 200, 0))
+    v = mini.train.subset(stratified_indices(mini.train.y, 200, 0))
     torch.manual_seed(0)
     model = create_model("mlp", num_classes=10)
     before = acm(model, v.x, v.y, tsne_iters=300)  # center-ratio on a 2-D t-SNE
     cfg = TrainConfig(epochs=30, batch_size=50, lr=0.05, augment="none", eval_every=30)
-    res = fit(model, v, cifar10_2k.test.subset(torch.arange(0, 1000, 50)), cfg, seed=0)
+    res = fit(model, v, mini.test.subset(torch.arange(0, 500, 25)), cfg, seed=0)
     assert res.train_acc_final > 0.5
     after = acm(model, v.x, v.y, tsne_iters=300)
     assert after > 2.5 * before, (before, after)

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import DATA
 
 from bench.cache import Cache
 from bench.config import ConfigError, parse_matrix
@@ -27,8 +28,6 @@ from bench.records import PERTURBATION
 from bench.results import read_rows
 from bench.scheduler import env_for, plan_status, run_matrix
 from registry import ATTACKS
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 BASE = {
     "name": "sched",
@@ -285,8 +284,6 @@ def test_shipped_configs_dry_run(tmp_path):
     # 3 ratios × 1 attack + 2 baselines (20%, 50%); one δ serves all three ratios
     assert "5 cells: 0 done, 5 to compute" in out.output and "poisons needed by them: 1: 0 cached, 1 to generate" in out.output
     assert "clean-only baselines: 2" in out.output
-    if "em-sample" not in ATTACKS:
-        pytest.skip("the em-sample attack is not registered in this checkout")
     out = cli.invoke(main, ["run", str(configs / "transfer_cpu.yaml"), *args])
     assert out.exit_code == 0, out.output
     # (none + em-sample × 2 sources) × 2 targets; 3 poisons
@@ -296,8 +293,6 @@ def test_shipped_configs_dry_run(tmp_path):
 
 def test_transfer_generates_each_source_poison_once_and_trains_every_target(tmp_path):
     """Going Grayscale Table 6 in miniature: EM made on an MLP and on a convnet, both targets trained on each."""
-    if "em-sample" not in ATTACKS:
-        pytest.skip("the em-sample attack is not registered in this checkout")
     em = {"name": "em-sample", "params": {"max_rounds": 1, "train_steps": 1, "pgd_steps": 1, "batch_size": 100}}
     m = matrix(
         datasets=[{"name": "cifar10-mini", "n_train": 100, "n_test": 100}],

@@ -68,25 +68,25 @@ def test_training_is_deterministic_for_a_seed(mini):
         assert runs[0][k] == runs[1][k]
 
 
-def test_trainer_learns_real_cifar10(cifar10_2k):
+def test_trainer_learns_real_cifar10(mini):
     """convnet_cifar on a 2,000-image slice of real CIFAR-10 beats 40 % clean accuracy."""
     torch.manual_seed(0)
     model = create_model("convnet_cifar", num_classes=10)
-    res = fit(model, cifar10_2k.train, cifar10_2k.test, TrainConfig(epochs=8, lr=0.05), seed=0)
+    res = fit(model, mini.train, mini.test, TrainConfig(epochs=8, lr=0.05), seed=0)
     assert res.clean_acc_final > 0.40, res.curve
     assert res.clean_acc_peak >= res.clean_acc_final
     assert len(res.curve) == 8 and all(c["test_acc"] is not None for c in res.curve)
     assert res.curve[-1]["train_loss"] < res.curve[0]["train_loss"]
 
 
-def test_training_on_labels_it_cannot_learn_stays_at_chance(cifar10_2k):
+def test_training_on_labels_it_cannot_learn_stays_at_chance(mini):
     """Sanity check that the score is measured on the clean test set: shuffled labels → ~10 %."""
     g = torch.Generator().manual_seed(0)
-    tr = cifar10_2k.train
+    tr = mini.train
     shuffled = ImageData(tr.x, tr.y[torch.randperm(len(tr), generator=g)], tr.classes)
     torch.manual_seed(0)
     model = create_model("mlp", num_classes=10)
-    res = fit(model, shuffled, cifar10_2k.test, TrainConfig(epochs=3, lr=0.05), seed=0)
+    res = fit(model, shuffled, mini.test, TrainConfig(epochs=3, lr=0.05), seed=0)
     assert res.clean_acc_final < 0.2
 
 
