@@ -1,0 +1,52 @@
+"""Rewrite the generated blocks of the docs from their single source of truth.
+
+    python scripts/update_docs.py          # rewrite in place
+    python scripts/update_docs.py --check  # exit 1 if a block is out of date (tests do this)
+
+A generated block sits between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` markers.
+Blocks: ``schema`` (the results columns, from `bench.results.ResultRow`).
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def blocks() -> dict[str, tuple[Path, str]]:
+    sys.path.insert(0, str(REPO))
+    from bench.results import schema_markdown
+
+    return {"schema": (REPO / "docs" / "results-schema.md", schema_markdown())}
+
+
+def render(text: str, name: str, body: str) -> str:
+    pat = re.compile(rf"(<!-- {name}:start -->\n)(?:.*?\n)?(<!-- {name}:end -->)", re.S)
+    if not pat.search(text):
+        raise SystemExit(f"no <!-- {name}:start --> ... <!-- {name}:end --> block")
+    return pat.sub(lambda m: m.group(1) + body.rstrip("\n") + "\n" + m.group(2), text)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true")
+    a = ap.parse_args(argv)
+    stale = []
+    for name, (path, body) in blocks().items():
+        old = path.read_text()
+        new = render(old, name, body)
+        if new != old:
+            stale.append(str(path.relative_to(REPO)))
+            if not a.check:
+                path.write_text(new)
+    if a.check and stale:
+        print(f"out of date: {', '.join(stale)}; run python scripts/update_docs.py", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
