@@ -42,7 +42,8 @@ class SourceParams(BaseModel):
 
     def model_refs(self) -> list[tuple[str, str, dict]]:
         """The models these params name (checked before a run starts, see `bench.preflight`)."""
-        return [("source_arch", self.source_arch, dict(self.source_model_kwargs))]
+        field = "source_model_kwargs" if self.source_model_kwargs else "source_arch"
+        return [(field, self.source_arch, dict(self.source_model_kwargs))]
 
     def use_channels_last(self, device: "torch.device") -> bool:
         return self.channels_last if self.channels_last is not None else device.type == "cuda"

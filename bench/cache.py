@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from filelock import FileLock, SoftFileLock
 
-from bench.atomic import atomic_write_bytes, is_stale_temp
+from bench.atomic import atomic_write_bytes, is_stale_temp, sweep_temp
 from bench.config import canonical_json
 from registry.lazy import lazy_import
 
@@ -195,6 +195,8 @@ class Cache:
         tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
         data = save(tensors, metadata={"kind": kind, "key": key})
         payload, manifest_path = self.paths(kind, key)
+        if payload.parent.is_dir():  # what earlier, killed writers of this entry left behind
+            sweep_temp(payload.parent, f".{key}.*.tmp")
         atomic_write_bytes(payload, data)
         manifest = {
             "kind": kind,

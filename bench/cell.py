@@ -91,6 +91,8 @@ def row_base(cell: Cell, s: RunSettings, data: DatasetFacts, poison: PoisonFacts
         "git_commit": git_commit(),
         "config_hash": s.config_hash,
         "timestamp": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+        "num_classes": len(data.classes),
+        "cell_spec": cell.spec,
     }
 
 
@@ -98,6 +100,7 @@ def failed_row(cell: Cell, s: RunSettings, data: DatasetFacts, error: str, devic
     """The row of a cell that could not run: built from the plan and the dataset's facts."""
     poison = declared_facts(cell.poison)
     base = row_base(cell, s, data, poison, device, data.n_train)
+    base["gen_seconds"] = 0.0
     return ResultRow(**base, status="failed", error=error.replace("\n", " "))
 
 

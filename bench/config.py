@@ -215,10 +215,10 @@ class Matrix(_Strict):
         return list(self.poison_ratios) if self.poison_ratios is not None else [self.poison_ratio]
 
     def attack_label(self, a: AttackSpec) -> str:
-        return a.display(ATTACKS.get(a.name).params().model_dump())
+        return a.display(ATTACKS.get(a.name).defaults())
 
     def defense_label(self, stack: list[DefenseSpec]) -> str:
-        return "+".join(d.display(DEFENSES.get(d.name).params().model_dump()) for d in stack)
+        return "+".join(d.display(DEFENSES.get(d.name).defaults()) for d in stack)
 
 
 def _unique(v: list, field: str) -> list:

@@ -83,13 +83,16 @@ class PoisonTask(_Frozen):
 
 
 class Cell(_Frozen):
-    """One exploiter (defense stack × arch) trained on one poison."""
+    """One exploiter (defense stack × arch) trained on one poison. ``spec`` is the canonical
+    JSON of everything that determines its number; ``key`` is its sha256[:16]. The row keeps
+    ``spec``, so a submitted row can be re-checked and re-run from itself."""
 
     poison: PoisonTask
     defense: tuple[DefenseSpec, ...]
     arch: str
     key: str
     defense_label: str
+    spec: str
 
     @property
     def seed(self) -> int:
@@ -217,21 +220,25 @@ def plan(m: Matrix) -> Plan:
                     pjson = canonical_json(pspec)
                     for stack, dparams, dlabel in stacks:
                         for arch in m.archs:
-                            spec = _cell_json(pjson, dparams, arch, train, robust)
-                            cells.append(Cell(poison=task, defense=stack, arch=arch, key=spec, defense_label=dlabel))
+                            spec = cell_json(pjson, dparams, arch, train, robust)
+                            cells.append(Cell(poison=task, defense=stack, arch=arch, key=cell_key(spec), defense_label=dlabel, spec=spec))
     return Plan(m, cells)
 
 
-def _cell_json(pjson: str, defense: list[dict], arch: str, train: dict, robust: dict | None) -> str:
-    """The cell key: sha256[:16] of the canonical JSON of {poison, defense, arch, train, robust}
-    (the keys in sorted order, as `canonical_json` would write the whole dict)."""
-    import hashlib
-
-    body = (
+def cell_json(pjson: str, defense: list[dict], arch: str, train: dict, robust: dict | None) -> str:
+    """The cell's spec, the canonical JSON of {poison, defense, arch, train, robust}: the keys in
+    sorted order, as `canonical_json` writes the whole dict (the poison part is spliced in)."""
+    return (
         '{"arch":' + canonical_json(arch) + ',"defense":' + canonical_json(defense) + ',"poison":' + pjson
         + ',"robust":' + canonical_json(robust) + ',"train":' + canonical_json(train) + "}"
     )
-    return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def cell_key(spec: str) -> str:
+    """The resume key of a cell: sha256[:16] of its spec."""
+    import hashlib
+
+    return hashlib.sha256(spec.encode()).hexdigest()[:16]
 
 
 def config_hash(m: Matrix) -> str:

@@ -29,14 +29,24 @@ def model_refs(m: "Matrix") -> tuple[tuple[str, str, str], ...]:
 
     A params model declares its references with a ``model_refs()`` method returning
     ``[(field, arch, kwargs)]`` (`attacks.source.SourceParams` does)."""
-    from bench.plan import expand_attacks
     from registry import ATTACKS, DEFENSES
 
     out: dict[tuple[str, str], str] = {}
-    specs = [(ATTACKS, a, f"attack {m.attack_label(a)!r}") for a in expand_attacks(m)]
-    specs += [(DEFENSES, d, f"defense {d.name!r}") for stack in m.defenses for d in stack]
+    specs = []
+    for i, a in enumerate(m.attacks):
+        has_source = "source_arch" in ATTACKS.get(a.name).params.model_fields
+        for src in m.source_archs if (m.source_archs and has_source) else [None]:
+            spec = a if src is None else a.model_copy(update={"params": {**a.params, "source_arch": src}})
+            specs.append((ATTACKS, spec, f"attacks[{i}] ({a.name}" + (f", source {src})" if src else ")")))
+    specs += [(DEFENSES, d, f"defenses[{i}][{j}] ({d.name})") for i, stack in enumerate(m.defenses) for j, d in enumerate(stack)]
     for reg, spec, where in specs:
         params = reg.validate(spec.name, spec.params)
+        check = getattr(params, "preflight", None)
+        if callable(check):
+            try:
+                check()
+            except ValueError as exc:
+                raise PreflightError(f"{where}: {exc}") from None
         refs = getattr(params, "model_refs", None)
         for field, arch, kwargs in refs() if callable(refs) else ():
             out.setdefault((arch, canonical_json(kwargs)), f"{where}: params.{field}")

@@ -32,6 +32,10 @@ class ResultsFileError(ValueError):
     """A results file, or one of its rows, is malformed; the message is one line with file and line."""
 
 
+class NotAResultsFile(ResultsFileError):
+    """A file that is not a uebench results file at all (binary, foreign CSV, empty)."""
+
+
 class ResultRow(BaseModel):
     """One cell of a benchmark matrix: a poison, a defense stack, an architecture, a seed."""
 
@@ -83,6 +87,8 @@ class ResultRow(BaseModel):
     config_hash: str = _f("sha256[:16] of the whole validated matrix config")
     timestamp: str = _f("UTC time the row was written (ISO 8601)")
     error: str = _f("one-line error of a failed cell", default="")
+    num_classes: int | None = _f("classes of the dataset (chance accuracy is 100 / num_classes)", default=None, ge=1)
+    cell_spec: str = _f("canonical JSON of the cell's full spec; cell_hash is its sha256[:16] (re-check and re-run from it)", default="")
 
     @classmethod
     def columns(cls) -> list[str]:
@@ -130,8 +136,10 @@ def render(rows: list[ResultRow]) -> str:
 
 def parse_row(rec: dict, where: str) -> ResultRow:
     """One CSV record as a `ResultRow`; ``where`` (``file:line``) prefixes the one-line error."""
-    if None in rec or any(v is None for v in rec.values()):
-        raise ResultsFileError(f"{where}: {len([v for v in rec.values() if v is not None])} values for {len(rec)} columns (a torn or misaligned line)")
+    extra = rec.pop(None, None) or []
+    if extra or any(v is None for v in rec.values()):
+        n = sum(v is not None for v in rec.values()) + len(extra)
+        raise ResultsFileError(f"{where}: {n} values for {len(rec)} columns (a torn or misaligned line)")
     try:
         return ResultRow.model_validate({k: (None if v == "" and k in NULLABLE else v) for k, v in rec.items()})
     except ValidationError as exc:
@@ -157,12 +165,15 @@ def read_rows(path: Path, dedupe: bool = True) -> list[ResultRow]:
 
 def parse_csv(data: bytes, path: Path | str, dedupe: bool = True) -> list[ResultRow]:
     """Rows of the bytes of a results file (see `read_rows`); ``path`` names it in errors."""
+    if data and not data.endswith(b"\n") and b"\x00" not in data:
+        lines = data.count(b"\n") + 1
+        raise ResultsFileError(f"{path}:{lines}: the last line is incomplete (a torn write); rerunning its matrix repairs the file")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise ResultsFileError(f"{path}: not a uebench results file (not UTF-8 text)") from None
+        raise NotAResultsFile(f"{path}: not a uebench results file (not UTF-8 text)") from None
     if "\x00" in text:
-        raise ResultsFileError(f"{path}: not a uebench results file (binary data)")
+        raise NotAResultsFile(f"{path}: not a uebench results file (binary data)")
     reader = csv.DictReader(io.StringIO(text, newline=""))
     try:
         check_header(reader.fieldnames or [], path)
@@ -175,19 +186,19 @@ def parse_csv(data: bytes, path: Path | str, dedupe: bool = True) -> list[Result
             else:
                 out.append(row)
     except csv.Error as exc:
-        raise ResultsFileError(f"{path}:{reader.line_num}: not CSV ({exc})") from None
+        raise NotAResultsFile(f"{path}:{reader.line_num}: not CSV ({exc})") from None
     return list(out.values()) if isinstance(out, dict) else out
 
 
 def check_header(header: list[str], path: Path | str) -> None:
     """A results file's header: known columns only, every required one present."""
     if not header:
-        raise ResultsFileError(f"{path}: empty file, not a uebench results file")
+        raise NotAResultsFile(f"{path}: empty file, not a uebench results file")
     known = set(ResultRow.model_fields)
     unknown = [h for h in header if h not in known]
     missing = sorted(REQUIRED - set(header))
-    if unknown and len(unknown) == len(header):
-        raise ResultsFileError(f"{path}:1: not a uebench results file (header starts {','.join(header[:3])!r})")
+    if unknown and len(unknown) > len(header) // 2:
+        raise NotAResultsFile(f"{path}:1: not a uebench results file (header starts {','.join(header[:3])!r})")
     if unknown:
         raise ResultsFileError(f"{path}:1: unknown column(s) {', '.join(unknown[:5])}")
     if missing:

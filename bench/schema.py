@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 from registry.core import value_problem
 
@@ -18,12 +18,10 @@ from registry.core import value_problem
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    @model_validator(mode="before")
+    @field_validator("*", mode="before")
     @classmethod
-    def _no_bool_numbers(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            for name, value in data.items():
-                problem = value_problem(cls, name, value)
-                if problem:
-                    raise ValueError(f"{name}: {problem}")
-        return data
+    def _plain_values(cls, value: Any, info: ValidationInfo) -> Any:
+        problem = value_problem(cls, info.field_name, value)
+        if problem:
+            raise ValueError(problem)
+        return value

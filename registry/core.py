@@ -77,6 +77,14 @@ class Entry(Generic[T]):
     def label(self) -> str:
         return f"{self.kind} {self.name!r}"
 
+    def defaults(self) -> dict[str, Any]:
+        """The params a plugin takes when given none; fields without a default (a required
+        ``path``, say) are left out."""
+        try:
+            return self.params().model_dump()
+        except ValidationError:
+            return {n: f.get_default(call_default_factory=True) for n, f in self.params.model_fields.items() if not f.is_required()}
+
 
 _NUMBER_TYPES = ("int", "float")
 MAX_INT = 2**53

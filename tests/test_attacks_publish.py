@@ -56,6 +56,8 @@ def test_every_attack_passes_the_validator(mini200, mode):
     names = ATTACKS.list()
     assert {"em", "em-sample", "em-class", "uleo-gray", "uleo-augs", "uleo-grayaugs", "em-mlp", "error-max", "ops", "lsp", "random"} <= set(names)
     for name in names:
+        if ATTACKS.get(name).meta.get("category") == "external":
+            continue  # reads its poison from a file: tests/test_submission.py round-trips it
         m = matrix(name, mode)
         poison = make_poison(plan(m).cells[0].poison, m.apply, mini200, None, torch.device("cpu"))  # generate, apply, validate
         s = poison.facts

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from conftest import REPO
+
 from registry import ATTACKS, DEFENSES
 
 

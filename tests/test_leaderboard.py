@@ -1,18 +1,79 @@
-"""leaderboard.md is derived from result rows, deterministically."""
+"""leaderboard.md / leaderboard.csv / figures are derived from result rows, deterministically,
+and answer the questions a reader asks: worst case, ranking, what a defense costs, at what
+scale, with what caveats."""
 from __future__ import annotations
 
 import csv
 import random
 import shutil
+from pathlib import Path
 
-from bench.leaderboard import build
-from bench.results import read_rows
+from bench.leaderboard import build, write
+from bench.results import ResultRow, read_rows, render
+
+BASE = dict(
+    status="ok", matrix="hand", dataset="cifar10", attack_params="{}", defense_params='[{"name":"standard","params":{}}]',
+    arch="convnet_cifar", source_arch="", poison_ratio=1.0, epochs=15, n_train=5000, n_test=1000, clean_acc_peak=None,
+    peak_epoch=14, train_acc_final=90.0, threat="linf=8/255", epsilon=8.0, poison_linf=8.0, poison_l2=1.0, poison_psnr=35.0,
+    apply_mode="signed/round", attack_stats="{}", defense_cost=1.0, defense_report="{}", train_config='{"epochs":15}',
+    gen_seconds=0.0, train_seconds=10.0, images_per_second=500.0, device="cpu:2t", dataset_fingerprint="0" * 16,
+    python_version="3.11", torch_version="2.14.1", timm_version="1.0", uebench_version="0.2.0",
+    plugins='{"attack":"builtin","standard":"builtin"}', git_commit="abc", config_hash="0" * 16,
+    timestamp="2026-12-01T00:00:00+00:00", num_classes=10,
+)
+
+
+def rows_from(table: dict[tuple[str, str], list[float]]) -> list[ResultRow]:
+    out, i = [], 0
+    for (attack, defense), accs in table.items():
+        for seed, acc in enumerate(accs):
+            i += 1
+            dp = f'[{{"name":"{defense}","params":{{}}}}]'
+            out.append(ResultRow(**{**BASE, "cell_hash": f"{i:016x}", "attack": attack, "attack_name": attack if attack == "none" else "random",
+                                    "defense": defense, "defense_params": dp, "seed": seed, "clean_acc_final": acc, "clean_acc_peak": acc + 1,
+                                    "plugins": f'{{"attack":"builtin","{defense}":"builtin"}}'}))
+    return out
+
+
+# a hand-checked section: the worst case of an attack is the best any defense recovers
+TABLE = {
+    ("none", "standard"): [70.0, 72.0], ("none", "grayscale"): [68.0, 68.0], ("none", "at"): [50.0, 52.0],
+    ("alpha", "standard"): [20.0, 22.0], ("alpha", "grayscale"): [60.0, 62.0], ("alpha", "at"): [40.0, 40.0],
+    ("beta", "standard"): [15.0, 15.0], ("beta", "grayscale"): [18.0, 20.0], ("beta", "at"): [45.0, 47.0],
+    ("gamma", "standard"): [10.0, 10.0], ("gamma", "grayscale"): [12.0, 12.0], ("gamma", "at"): [30.0, 30.0],
+}
+
+
+def test_worst_case_and_ranking_on_a_hand_checked_section(tmp_path):
+    (tmp_path / "hand.csv").write_text(render(rows_from(TABLE)))
+    board = build(tmp_path)
+    (s,) = board.sections
+    assert s.worst == {"none": (71.0, "standard"), "alpha": (61.0, "grayscale"), "beta": (46.0, "at"), "gamma": (30.0, "at")}
+    assert [(r, a, d) for r, a, _, d in s.ranking] == [(1, "gamma", "at"), (2, "beta", "at"), (3, "alpha", "grayscale")]
+    assert s.costs["at"]["clean_cost"] == 71.0 - 51.0 and s.costs["grayscale"]["clean_cost"] == 3.0
+    md = board.markdown
+    assert "| 1 | gamma | 30.0 | at |" in md and "| alpha | 21.0 ± 1.4 (2) | 40.0 ± 0.0 (2) | 61.0 ± 1.4 (2) | 61.0 (grayscale) |" in md
+    tidy = list(csv.DictReader(board.csv.splitlines()))
+    beta_at = next(r for r in tidy if (r["attack"], r["defense"]) == ("beta", "at"))
+    assert (beta_at["final_mean"], beta_at["worst_case"], beta_at["worst_case_defense"], beta_at["rank"]) == ("46.0000", "46.0000", "at", "2")
+
+
+def test_the_scale_banner_and_the_warnings(tmp_path):
+    weak = {("none", "standard"): [12.0, 13.0], ("alpha", "standard"): [10.0, 10.0]}
+    rows = rows_from(weak)
+    rows[-1] = rows[-1].model_copy(update={"attack_stats": '{"converged":false}', "git_commit": "abc-dirty"})
+    (tmp_path / "w.csv").write_text(render(rows))
+    md = build(tmp_path).markdown
+    assert "5,000 train / 1,000 test images, 15 epochs" in md and "Reduced scale (10% of the 50,000 training images" in md
+    assert "⚠ the clean reference (12.5 %) is near chance (10 %)" in md
+    assert "⚠ poisons that stopped before their stop criterion: alpha (seed 1)" in md
+    assert "⚠ 1 runs come from a modified checkout" in md
 
 
 def test_leaderboard_is_byte_identical_for_the_same_rows_in_any_order(tiny_run, tmp_path):
     _, results, _, _ = tiny_run
     first = build(results)
-    assert build(results) == first
+    assert build(results).markdown == first.markdown and build(results).csv == first.csv
     shuffled = tmp_path / "results"
     shuffled.mkdir()
     with open(results / "tiny.csv") as fh:
@@ -23,7 +84,18 @@ def test_leaderboard_is_byte_identical_for_the_same_rows_in_any_order(tiny_run, 
     for name, part in (("a.csv", body[:2]), ("b.csv", body[2:])):
         with open(shuffled / name, "w", newline="") as fh:
             csv.writer(fh, lineterminator="\n").writerows([lines[0], *part])
-    assert build(shuffled) == first
+    other = build(shuffled)
+    assert other.csv == first.csv
+    assert other.markdown.replace("[a.csv](results/a.csv), [b.csv](results/b.csv)", "[tiny.csv](results/tiny.csv)") == first.markdown
+
+
+def test_a_run_recorded_by_two_matrices_counts_once(tiny_run, tmp_path):
+    _, results, _, _ = tiny_run
+    d = tmp_path / "r"
+    shutil.copytree(results, d)
+    shutil.copy(d / "tiny.csv", d / "again.csv")
+    board = build(d)
+    assert "(2)" in board.markdown and "(4)" not in board.markdown and "4 duplicate records counted once" in board.markdown
 
 
 def test_cells_are_mean_and_std_over_seeds_with_clean_row_first(tiny_run):
@@ -32,8 +104,8 @@ def test_cells_are_mean_and_std_over_seeds_with_clean_row_first(tiny_run):
     accs = sorted(r.clean_acc_final for r in rows)
     mean = sum(accs) / 2
     std = abs(accs[1] - accs[0]) / 2**0.5
-    text = build(results)
-    assert f"{mean:.2f} ± {std:.2f} (2)" in text
+    text = build(results).markdown
+    assert f"{mean:.1f} ± {std:.1f} (2)" in text
     table = text.split("**Final clean test accuracy (%)**")[1]
     body = [ln for ln in table.splitlines() if ln.startswith("|")][2:]
     assert body[0].split("|")[1].strip() == "none"
@@ -44,19 +116,16 @@ def test_failed_rows_are_counted_not_shown(tiny_run, tmp_path):
     _, results, _, _ = tiny_run
     d = tmp_path / "r"
     shutil.copytree(results, d)
-    with open(d / "tiny.csv") as fh:
-        lines = list(csv.reader(fh))
-    header = lines[0]
-    bad = dict(zip(header, lines[1]))
-    bad.update(status="failed", cell_hash="f" * 16, attack="broken", clean_acc_final="", clean_acc_peak="", error="boom")
-    with open(d / "tiny.csv", "a", newline="") as fh:
-        csv.writer(fh, lineterminator="\n").writerow([bad[h] for h in header])
-    text = build(d)
+    rows = read_rows(d / "tiny.csv")
+    bad = rows[0].model_copy(update={"status": "failed", "cell_hash": "f" * 16, "attack": "broken", "clean_acc_final": None,
+                                     "clean_acc_peak": None, "error": "boom"})
+    (d / "tiny.csv").write_text(render([*rows, bad]))
+    text = build(d).markdown
     assert "1 failed runs not shown" in text and "broken" not in text
 
 
 def test_empty_results_give_a_hint(tmp_path):
-    assert "No results yet" in build(tmp_path)
+    assert "No results yet" in build(tmp_path).markdown
 
 
 def test_rows_with_other_params_or_training_settings_are_never_pooled(tiny_run, tmp_path):
@@ -65,15 +134,30 @@ def test_rows_with_other_params_or_training_settings_are_never_pooled(tiny_run, 
     _, results, _, _ = tiny_run
     d = tmp_path / "r"
     shutil.copytree(results, d)
-    with open(d / "tiny.csv") as fh:
-        lines = list(csv.reader(fh))
-    header, first = lines[0], dict(zip(lines[0], lines[1]))
-    other_attack = {**first, "cell_hash": "a" * 16, "attack_params": first["attack_params"].replace("}", ',"x":1}')}
-    other_train = {**first, "cell_hash": "b" * 16, "train_config": first["train_config"].replace("}", ',"x":1}')}
-    with open(d / "tiny.csv", "a", newline="") as fh:
-        csv.writer(fh, lineterminator="\n").writerows([[r[h] for h in header] for r in (other_attack, other_train)])
-    text = build(d)
-    assert text.count(f"{first['attack']} #") == 4  # two variants, in the final and the peak table
-    titles = [ln for ln in text.splitlines() if ln.startswith("## ")]
+    rows = read_rows(d / "tiny.csv")
+    first = rows[0]
+    other_attack = first.model_copy(update={"cell_hash": "a" * 16, "attack_params": first.attack_params.replace("}", ',"x":1}')})
+    other_train = first.model_copy(update={"cell_hash": "b" * 16, "train_config": first.train_config.replace("}", ',"x":1}')})
+    (d / "tiny.csv").write_text(render([*rows, other_attack, other_train]))
+    text = build(d).markdown
+    final = text.split("**Final clean test accuracy (%)**")[1].split("**")[0]
+    assert final.count(f"| {first.attack} #") == 2  # two variants side by side, never averaged
+    titles = [ln for ln in text.splitlines() if ln.startswith("## ") and "Where" not in ln]
     assert len(titles) == 2 and all(" · train #" in t for t in titles)
-    assert "# uebench" in build(results) and " #" not in "".join(ln for ln in build(results).splitlines() if ln.startswith("|"))
+    assert " #" not in "".join(ln for ln in build(results).markdown.splitlines() if ln.startswith("|"))
+
+
+def test_write_makes_the_csv_and_figures_beside_the_markdown(tiny_run, tmp_path):
+    _, results, _, _ = tiny_run
+    out = tmp_path / "lb" / "leaderboard.md"
+    board = write(results, out)
+    assert out.read_text() == board.markdown and (out.parent / "leaderboard.csv").read_text() == board.csv
+    pngs = sorted(p.name for p in (out.parent / "leaderboard").glob("*.png"))
+    (s,) = board.sections
+    assert pngs == sorted([f"{s.slug}-heatmap.png", f"{s.slug}-curves.png"])
+    for p in pngs:
+        assert Path(out.parent / "leaderboard" / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"leaderboard/{p}" in board.markdown
+    before = {p: (out.parent / "leaderboard" / p).stat().st_mtime_ns for p in pngs}
+    write(results, out)  # unchanged figures are not rewritten
+    assert {p: (out.parent / "leaderboard" / p).stat().st_mtime_ns for p in pngs} == before

@@ -1,7 +1,8 @@
 """The ``uebench`` command. Imports torch/timm only inside the commands that need them.
 
 Each module adds its commands to the one `main` group: `listing` (list), `run` (run, prune),
-`results` (leaderboard), `cache` (cache ls/gc), `show` (show poison).
+`results` (leaderboard, validate, verify), `cache` (cache ls/gc), `show` (show poison,
+export poison).
 """
 from bench.cli import cache, listing, results, run, show  # noqa: F401 - each registers its commands
 from bench.cli.app import main

@@ -1,12 +1,14 @@
-"""CIFAR-10, CIFAR-100 and SVHN: a local npz copy if present, else torchvision.
+"""CIFAR-10, CIFAR-100 and SVHN: a local npz copy if present, else a download.
 
 For dataset ``<name>`` (``cifar10``, ``cifar100``, ``svhn``) and data root ``<root>``:
 
 1. if ``<root>/<name>/train.npz`` and ``<root>/<name>/test.npz`` exist, they are loaded (format:
    ``x`` uint8 (N, H, W, C), ``y`` int labels; see `bench.datasets.common`) with the canonical
    class names below (a ``classes`` array in the files is ignored);
-2. otherwise torchvision's dataset class is used with ``root=<root>/<name>`` and
-   ``download=params.download`` (torchvision's own files are reused when already there).
+2. otherwise, with ``download`` (the default), CIFAR-10/100 are downloaded from the authors'
+   *binary* archives, MD5-checked and stored as that npz pair (`bench.datasets.cifar_binary`:
+   nothing is unpickled); SVHN uses torchvision's class (its ``.mat`` files are read by
+   scipy, not pickle) with ``root=<root>/<name>``.
 
 If neither works (e.g. no network), a one-line `DatasetError` (a RuntimeError) says where it
 looked and how to fix it. Class names: CIFAR from torchvision's ``.classes``; SVHN "0".."9"
@@ -21,6 +23,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from bench.data import Dataset
+from bench.datasets.cifar_binary import ARCHIVES, download_as_npz
 from bench.datasets.common import (
     DATA_ENV,
     DatasetError,
@@ -73,6 +76,21 @@ class _TorchvisionSet(Dataset):
         folder = pathlib.Path(root).expanduser() / self.name
         if npz_pair(folder) is not None:
             return load_npz_splits(self.name, folder, self.classes, info={"root": str(root)})
+        if self.name in ARCHIVES:
+            if not self.params.download:
+                raise DatasetError(
+                    f"dataset {self.name!r}: no {folder}/train.npz+test.npz (download=False); fix: put them there, "
+                    f"or set {DATA_ENV} / --data-root to a folder holding {self.name}/, or allow the download"
+                )
+            try:
+                download_as_npz(self.name, folder, self.classes)
+            except (OSError, ValueError) as exc:
+                raise DatasetError(
+                    f"dataset {self.name!r}: no {folder}/train.npz+test.npz and the download failed ({first_line(exc, 120)}); "
+                    f"fix: put train.npz/test.npz under {folder}/, or set {DATA_ENV} / --data-root to a folder holding "
+                    f"{self.name}/, or run where the network is reachable"
+                ) from None
+            return load_npz_splits(self.name, folder, self.classes, info={"root": str(root), "source": "binary archive"})
         return self._load_torchvision(pathlib.Path(root).expanduser(), folder)
 
     def _load_torchvision(self, root: pathlib.Path, folder: pathlib.Path) -> "Splits":
@@ -101,41 +119,26 @@ class _TorchvisionSet(Dataset):
         raise NotImplementedError
 
 
-def _cifar_split(cls_name: str, folder: pathlib.Path, train: bool, download: bool):
-    import torchvision
-
-    ds = getattr(torchvision.datasets, cls_name)(str(folder), train=train, download=download)
-    x = np.asarray(ds.data, dtype=np.uint8)  # (N, 32, 32, 3)
-    y = np.asarray(ds.targets, dtype=np.int64)
-    return image_data(x, y, tuple(ds.classes), folder, layout="NHWC")
-
-
 @DATASETS.register(
     "cifar10",
     params=TorchvisionParams,
-    description="CIFAR-10 (torchvision; or <root>/cifar10/{train,test}.npz if present)",
+    description="CIFAR-10 (<root>/cifar10/{train,test}.npz, else downloaded from the binary archive)",
     reference="Krizhevsky 2009",
 )
 class Cifar10(_TorchvisionSet):
     name = "cifar10"
     classes = CIFAR10_CLASSES
 
-    def _torchvision_split(self, folder, train):
-        return _cifar_split("CIFAR10", folder, train, self.params.download)
-
 
 @DATASETS.register(
     "cifar100",
     params=TorchvisionParams,
-    description="CIFAR-100, fine labels (torchvision; or <root>/cifar100/{train,test}.npz if present)",
+    description="CIFAR-100, fine labels (<root>/cifar100/{train,test}.npz, else downloaded from the binary archive)",
     reference="Krizhevsky 2009",
 )
 class Cifar100(_TorchvisionSet):
     name = "cifar100"
     classes = CIFAR100_CLASSES
-
-    def _torchvision_split(self, folder, train):
-        return _cifar_split("CIFAR100", folder, train, self.params.download)
 
 
 @DATASETS.register(

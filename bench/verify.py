@@ -1,0 +1,128 @@
+"""``uebench verify PATH [--cells K] [--seed S]``: re-run cells of a submitted results file and
+compare the numbers, RobustBench's clean-accuracy re-check made one command.
+
+K ok rows are drawn (seeded) from the file; each is rebuilt from what the row itself records
+(its ``cell_spec``: dataset and subset, attack and params, defenses, arch, seed, training
+and evaluation settings; the plugin versions it names must be the installed ones) and run
+through the same poison and cell code as ``uebench run``, with a fresh cache unless one is
+given (so the poison is remade too) and the row's CPU thread count. On a CPU with the same
+seed the numbers must match exactly (``--tolerance 0``, the default); GPU kernels are not
+deterministic run to run, so a GPU re-check states its tolerance (about a point of accuracy
+for a 60-epoch ResNet-18 run).
+"""
+from __future__ import annotations
+
+import json
+import random
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.config import AttackSpec, DatasetSpec, DefenseSpec
+from bench.perturbation import ApplyConfig
+from bench.plan import Cell, PoisonTask, RunSettings, cell_key
+from bench.results import ResultRow, read_rows
+from bench.train_config import RobustEvalConfig, TrainConfig
+
+COMPARED = ("clean_acc_final", "clean_acc_peak", "peak_epoch", "train_acc_final", "robust_acc_fgsm", "robust_acc_pgd20")
+
+
+class SubmissionError(ValueError):
+    """A row cannot be re-run from what it records (no spec, another plugin version); one line."""
+
+
+@dataclass
+class Check:
+    row: ResultRow
+    rerun: ResultRow | None
+    differences: dict[str, tuple]  # column -> (recorded, re-run)
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error and not self.differences
+
+
+def rebuild(row: ResultRow, device: str = "cpu") -> tuple[Cell, RunSettings]:
+    """The cell and settings a row was made from (from its ``cell_spec``)."""
+    from registry import ATTACKS, DEFENSES, RegistryError
+
+    if not row.cell_spec or cell_key(row.cell_spec) != row.cell_hash:
+        raise SubmissionError(f"row {row.cell_hash}: its cell_spec is missing or does not hash to its cell_hash")
+    spec = json.loads(row.cell_spec)
+    p = spec["poison"]
+    try:
+        for kind, reg, entry in [("attack", ATTACKS, p["attack"])] + [("defense", DEFENSES, d) for d in spec["defense"]]:
+            if entry is None:
+                continue
+            installed = reg.get(entry["name"]).version
+            if entry.get("version", "1") != installed:
+                raise SubmissionError(f"row {row.cell_hash}: {kind} {entry['name']!r} was version {entry.get('version', '1')}, "
+                                      f"version {installed} is installed: the numbers are not comparable")
+    except RegistryError as exc:
+        raise SubmissionError(f"row {row.cell_hash}: {exc}") from None
+    d = p["dataset"]
+    task = PoisonTask(
+        dataset=DatasetSpec(name=d["name"], params=d["params"], n_train=d["n_train"], n_test=d["n_test"], subset_seed=d["subset_seed"]),
+        attack=None if p["attack"] is None else AttackSpec(name=p["attack"]["name"], params=p["attack"]["params"]),
+        seed=p["seed"], poison_ratio=p["poison_ratio"], poison_classes=tuple(p.get("poison_classes", ())),
+        key="rebuilt", label=row.attack,
+    )
+    cell = Cell(poison=task, defense=tuple(DefenseSpec(name=x["name"], params=x["params"]) for x in spec["defense"]),
+                arch=spec["arch"], key=row.cell_hash, defense_label=row.defense, spec=row.cell_spec)
+    settings = RunSettings(
+        matrix=row.matrix, config_hash=row.config_hash, train=TrainConfig(**spec["train"]), apply=ApplyConfig(**p["apply"]),
+        robust=None if spec["robust"] is None else RobustEvalConfig(**spec["robust"]), device=device,
+    )
+    return cell, settings
+
+
+def rerun(row: ResultRow, data_root: Path, cache_dir: Path, device: str = "cpu") -> ResultRow:
+    import torch
+
+    from bench.cache import Cache
+    from bench.cell import train_cell
+    from bench.device import prepare_device
+    from bench.plan import dataset_key
+    from bench.poison import facts_of, load_dataset, make_poison
+
+    cell, settings = rebuild(row, device)
+    threads = re.fullmatch(r"cpu:(\d+)t", row.device)
+    old = torch.get_num_threads()
+    if threads and device == "cpu":
+        torch.set_num_threads(int(threads.group(1)))  # CPU convolutions can depend on the thread count
+    try:
+        dev = prepare_device(device)
+        clean = load_dataset(cell.poison.dataset, data_root)
+        record = make_poison(cell.poison, settings.apply, clean, Cache(cache_dir), dev)
+        new, _ = train_cell(cell, settings, facts_of(dataset_key(cell.poison.dataset), clean), record, dev)
+    finally:
+        torch.set_num_threads(old)
+    return new
+
+
+def verify(path: Path, cells: int, seed: int, data_root: Path, cache_dir: Path | None = None, device: str = "cpu",
+           tolerance: float = 0.0) -> list[Check]:
+    rows = [r for r in read_rows(path) if r.status == "ok"]
+    if not rows:
+        raise SubmissionError(f"{path}: no ok rows to verify")
+    picked = sorted(random.Random(seed).sample(rows, min(cells, len(rows))), key=lambda r: r.cell_hash)
+    out = []
+    with tempfile.TemporaryDirectory(prefix="uebench-verify-") as tmp:
+        for row in picked:
+            try:
+                new = rerun(row, data_root, Path(cache_dir) if cache_dir else Path(tmp), device)
+            except SubmissionError as exc:
+                out.append(Check(row, None, {}, str(exc)))
+                continue
+            if new.status != "ok":
+                out.append(Check(row, new, {}, f"the re-run failed: {new.error}"))
+                continue
+            diffs = {}
+            for col in COMPARED:
+                a, b = getattr(row, col), getattr(new, col)
+                if (a is None) != (b is None) or (a is not None and abs(a - b) > tolerance):
+                    diffs[col] = (a, b)
+            out.append(Check(row, new, diffs))
+    return out

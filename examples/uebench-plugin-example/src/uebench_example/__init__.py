@@ -1,0 +1,1 @@
+"""An example uebench plugin package (see CONTRIBUTING.md)."""

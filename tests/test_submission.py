@@ -1,0 +1,197 @@
+"""Submitting results: validate refuses what is not a faithful record, verify re-runs cells,
+CI rebuilds the leaderboard, scratch runs stay scratch, poisons travel in and out, and an
+outside plugin package installs and shows up."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.results import read_rows, render
+from conftest import DATA, REPO, TINY_CONFIG, run_cli
+
+
+def _lines(path: Path) -> list[list[str]]:
+    with open(path, newline="") as fh:
+        return list(csv.reader(fh))
+
+
+def _write(path: Path, lines: list[list[str]]) -> None:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(lines)
+    path.write_text(buf.getvalue())
+
+
+def _edit(path: Path, column: str, value: str, attack: str = "none") -> int:
+    """Set ``column`` of the first row of ``attack``; returns its file line number."""
+    lines = _lines(path)
+    i = next(k for k, r in enumerate(lines) if k and r[lines[0].index("attack_name")] == attack)
+    lines[i][lines[0].index(column)] = value
+    _write(path, lines)
+    return i + 1
+
+
+@pytest.fixture
+def submission(tiny_run, tmp_path) -> Path:
+    """A copy of a real results folder (the tiny matrix), as someone would submit it."""
+    _, results, _, _ = tiny_run
+    out = tmp_path / "results"
+    shutil.copytree(results, out)
+    # the rows of the test session come from this checkout, which may be modified right now
+    rows = [r.model_copy(update={"git_commit": r.git_commit.removesuffix("-dirty")}) for r in read_rows(out / "tiny.csv")]
+    (out / "tiny.csv").write_text(render(rows))
+    return out
+
+
+def validate(*paths) -> subprocess.CompletedProcess:
+    return run_cli("validate", *map(str, paths))
+
+
+def test_validate_accepts_a_real_submission(submission):
+    out = validate(submission)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "valid" in out.stderr
+
+
+@pytest.mark.parametrize(
+    "damage,expect",
+    [
+        (lambda p: _write(p, [[c for i, c in enumerate(r) if i != 3] for r in _lines(p)]), "tiny.csv:1: missing column(s) dataset"),
+        (lambda p: _edit(p, "seed", "zero"), "tiny.csv:2: seed: Input should be a valid integer"),
+        (lambda p: _edit(p, "clean_acc_final", "137.5"), "tiny.csv:2: clean_acc_final: Input should be less than or equal to 100"),
+        (lambda p: _edit(p, "poison_linf", "12.0", "random"), "poison_linf 12 exceeds the declared budget linf=8/255"),
+        (lambda p: _write(p, _lines(p) + [_lines(p)[1]]), "tiny.csv:6: cell"),
+        (lambda p: _edit(p, "cell_hash", "0123456789abcdef"), "tiny.csv:2: cell_hash 0123456789abcdef is not the hash of its cell_spec"),
+        (lambda p: _edit(p, "arch", "resnet18_cifar"), "tiny.csv:2: arch: 'resnet18_cifar' disagrees with its cell_spec"),
+        (lambda p: _edit(p, "attack_name", "mystery", "random"), "attack 'mystery' is said to be built in but is not registered here"),
+        (lambda p: _edit(p, "git_commit", "abc123-dirty"), "made from a modified checkout"),
+        (lambda p: _edit(p, "torch_version", ""), "torch_version: missing provenance"),
+    ],
+)
+def test_validate_rejects_each_kind_of_broken_submission_with_its_line(submission, damage, expect):
+    damage(submission / "tiny.csv")
+    out = validate(submission)
+    assert out.returncode == 1 and expect in out.stdout, out.stdout + out.stderr
+    assert all(line.startswith(str(submission)) for line in out.stdout.splitlines())
+
+
+def test_validate_refuses_anything_but_plain_csv_and_json(submission):
+    (submission / "model.pkl").write_bytes(pickle.dumps({"acc": 99}))
+    (submission / "sneaky.csv").write_bytes(pickle.dumps([1, 2, 3]))
+    (submission / "curves" / "0000000000000000.json").write_text("NaN")
+    out = validate(submission)
+    assert out.returncode == 1
+    assert "model.pkl: a pickle; a submission holds plain CSV results and JSON curves only" in out.stdout
+    assert "sneaky.csv: not a uebench results file" in out.stdout
+    assert "0000000000000000.json: not plain JSON" in out.stdout
+
+
+def test_verify_reproduces_cells_exactly_and_flags_an_edited_accuracy(submission):
+    out = run_cli("verify", str(submission / "tiny.csv"), "--cells", "2", "--data-root", str(DATA))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.count("ok        ") == 2 and "2 of 2 cells reproduced (tolerance 0)" in out.stderr
+    rows = read_rows(submission / "tiny.csv")
+    edited = [r.model_copy(update={"clean_acc_final": min(100.0, r.clean_acc_final + 0.5)}) for r in rows]
+    (submission / "tiny.csv").write_text(render(edited))
+    out = run_cli("verify", str(submission / "tiny.csv"), "--cells", "1", "--data-root", str(DATA))
+    assert out.returncode == 1 and "MISMATCH" in out.stdout and "clean_acc_final: recorded" in out.stdout
+
+
+def test_ci_check_fails_on_a_hand_edited_result_or_leaderboard(submission, tmp_path):
+    root = submission.parent
+    env = {**os.environ, "UEBENCH": str(Path(sys.executable).parent / "uebench")}
+    assert run_cli("leaderboard", "--results-dir", "results", cwd=root).returncode == 0
+    script = str(REPO / "scripts" / "check_published.sh")
+    ok = subprocess.run(["bash", script, str(root)], capture_output=True, text=True, env=env)
+    assert ok.returncode == 0, ok.stderr
+    md = (root / "leaderboard.md").read_text()
+    (root / "leaderboard.md").write_text(md.replace("(2)", "(3)", 1))  # the leaderboard edited by hand
+    bad = subprocess.run(["bash", script, str(root)], capture_output=True, text=True, env=env)
+    assert bad.returncode == 1 and "leaderboard.md is not what `uebench leaderboard` builds" in bad.stderr
+    (root / "leaderboard.md").write_text(md)
+    _edit(submission / "tiny.csv", "clean_acc_final", "0.5")  # a plausible number edited into a row
+    bad = subprocess.run(["bash", script, str(root)], capture_output=True, text=True, env=env)
+    assert bad.returncode == 1 and "leaderboard.md is not what `uebench leaderboard` builds" in bad.stderr
+    assert "fix: run `uebench leaderboard`" in bad.stderr
+
+
+def test_a_run_without_results_dir_never_touches_the_published_results(tmp_path):
+    """In a checkout: results/ and leaderboard.md stay byte-identical; the rows go to runs/<matrix>/."""
+    (tmp_path / "results").mkdir()
+    published = tmp_path / "results" / "tiny.csv"
+    published.write_text("sentinel\n")
+    (tmp_path / "leaderboard.md").write_text("# published\n")
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY_CONFIG)
+    proc = run_cli("run", str(cfg), cwd=tmp_path, env={**os.environ, "UEBENCH_CACHE": str(tmp_path / "cache")})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert published.read_text() == "sentinel\n" and (tmp_path / "leaderboard.md").read_text() == "# published\n"
+    assert len(read_rows(tmp_path / "runs" / "tiny" / "tiny.csv")) == 4
+    assert (tmp_path / "runs" / "tiny" / "leaderboard.md").is_file() and (tmp_path / "runs" / "tiny" / "leaderboard.csv").is_file()
+
+
+def test_a_poison_exported_as_npz_or_pngs_evaluates_like_the_attack_that_made_it(tmp_path):
+    env = {**os.environ, "UEBENCH_CACHE": str(tmp_path / "cache")}
+    base = {"name": "made", "datasets": [{"name": "cifar10-mini", "n_train": 300, "n_test": 200}], "archs": ["mlp"], "seeds": [0],
+            "train": {"epochs": 2, "batch_size": 64, "lr": 0.05}}
+    import yaml
+
+    made = tmp_path / "made.yaml"
+    made.write_text(yaml.safe_dump({**base, "attacks": [{"name": "random", "params": {"mode": "sample"}}]}))
+    assert run_cli("run", str(made), "--results-dir", str(tmp_path / "r"), "--no-leaderboard", env=env).returncode == 0
+    digests = {}
+    for fmt, out in (("npz", tmp_path / "p.npz"), ("png", tmp_path / "pngs")):
+        proc = run_cli("export", "poison", str(made), "--format", fmt, "--out", str(out), env=env)
+        assert proc.returncode == 0, proc.stderr
+        digests[fmt] = proc.stdout.split("sha256 ")[1].strip()
+    assert len(list((tmp_path / "pngs").glob("*.png"))) == 300
+    ext = [{"name": "external", "label": f"ext-{fmt}", "params": {"path": str(path), "sha256": digests[fmt]}}
+           for fmt, path in (("npz", tmp_path / "p.npz"), ("png", tmp_path / "pngs"))]
+    outside = tmp_path / "outside.yaml"
+    outside.write_text(yaml.safe_dump({**base, "name": "outside", "attacks": ext}))
+    proc = run_cli("run", str(outside), "--results-dir", str(tmp_path / "r"), "--no-leaderboard", env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (mine,) = read_rows(tmp_path / "r" / "made.csv")
+    theirs = {r.attack: r for r in read_rows(tmp_path / "r" / "outside.csv")}
+    for label in ("ext-npz", "ext-png"):
+        r = theirs[label]
+        assert (r.clean_acc_final, r.train_acc_final, r.poison_linf, r.poison_l2) == (mine.clean_acc_final, mine.train_acc_final, mine.poison_linf, mine.poison_l2)
+        assert json.loads(r.attack_stats)["pinned"] is True
+    # a poison over its declared budget fails its cells; a missing file is refused before any work
+    over = tmp_path / "over.yaml"
+    over.write_text(yaml.safe_dump({**base, "name": "over", "attacks": [{"name": "external", "params": {"path": str(tmp_path / "p.npz"), "epsilon": 4}}]}))
+    proc = run_cli("run", str(over), "--results-dir", str(tmp_path / "r"), "--no-leaderboard", env=env)
+    assert proc.returncode == 1 and "linf budget linf=4/255 breached: measured 8" in proc.stderr
+    missing = tmp_path / "missing.yaml"
+    missing.write_text(yaml.safe_dump({**base, "name": "missing", "attacks": [{"name": "external", "params": {"path": str(tmp_path / "nope.npz")}}]}))
+    proc = run_cli("run", str(missing), "--results-dir", str(tmp_path / "r"), env=env)
+    assert proc.returncode == 2 and "attacks[0] (external): params.path:" in proc.stderr and "does not exist" in proc.stderr
+
+
+def test_the_example_plugin_package_installs_lists_runs_and_reaches_the_leaderboard(tmp_path):
+    site = tmp_path / "site"
+    pip = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(site),
+         str(REPO / "examples" / "uebench-plugin-example")],
+        capture_output=True, text=True,
+    )
+    assert pip.returncode == 0, pip.stderr[-2000:]
+    env = {**os.environ, "PYTHONPATH": str(site), "UEBENCH_CACHE": str(tmp_path / "cache")}
+    listed = run_cli("list", "attacks", "check*", "--params", env=env)
+    assert listed.returncode == 0 and listed.stdout.startswith("checkerboard") and "uebench-plugin-example==0.1.0" in listed.stdout
+    assert "epsilon" in listed.stdout and "L∞ budget" in listed.stdout
+    cfg = tmp_path / "ex.yaml"
+    cfg.write_text(TINY_CONFIG.replace("name: tiny", "name: ex").replace("  - {name: random, params: {mode: class, epsilon: 8}}", "  - checkerboard"))
+    proc = run_cli("run", str(cfg), "--results-dir", str(tmp_path / "r"), env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [r for r in read_rows(tmp_path / "r" / "ex.csv") if r.attack == "checkerboard"]
+    assert len(rows) == 2 and all(json.loads(r.plugins)["attack"] == "uebench-plugin-example==0.1.0" and r.poison_linf == 8.0 for r in rows)
+    assert "| checkerboard |" in (tmp_path / "r" / "leaderboard.md").read_text()
