@@ -1,3 +1,3 @@
 """uebench: a benchmark harness for unlearnable examples (availability poisoning)."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

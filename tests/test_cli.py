@@ -95,8 +95,12 @@ def test_list_commands():
     names = proc.stdout.split()
     assert {"resnet18_cifar", "vgg11_cifar", "densenet121_cifar", "convnet_cifar"} <= set(names)
     proc = run_cli("list", "attacks")
-    names = [ln.split()[0] for ln in proc.stdout.splitlines()]
+    names = [ln.split()[0] for ln in proc.stdout.splitlines() if not ln.startswith(" ")]
     assert proc.returncode == 0 and {"none", "random"} <= set(names) and names == sorted(names)
+    refs = [ln.strip() for ln in proc.stdout.splitlines() if ln.startswith(" ")]
+    assert "reference: Huang et al. ICLR 2021 (EM); HanxunH/Unlearnable-Examples perturbation.py" in refs  # each plugin's paper
+    proc = run_cli("list", "attacks", "random", "--params")
+    assert "epsilon" in proc.stdout and "L∞ budget in /255 units" in proc.stdout and "mode" in proc.stdout
     proc = run_cli("list", "datasets", "cifar*")
     assert "cifar10-mini" in proc.stdout and "svhn" not in proc.stdout
     proc = run_cli("list", "gadgets")

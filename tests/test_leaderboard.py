@@ -161,3 +161,17 @@ def test_write_makes_the_csv_and_figures_beside_the_markdown(tiny_run, tmp_path)
     before = {p: (out.parent / "leaderboard" / p).stat().st_mtime_ns for p in pngs}
     write(results, out)  # unchanged figures are not rewritten
     assert {p: (out.parent / "leaderboard" / p).stat().st_mtime_ns for p in pngs} == before
+
+
+def test_the_python_api_runs_loads_and_builds(tmp_path):
+    import bench.lab as lab
+    from conftest import DATA
+
+    cfg = {"datasets": [{"name": "cifar10-mini", "n_train": 200, "n_test": 100}], "attacks": ["none", "random"],
+           "archs": ["mlp"], "train": {"epochs": 1, "batch_size": 50}}
+    df = lab.run(cfg, tmp_path / "r", data_root=DATA, cache_dir=tmp_path / "c", sets=["seeds=[0, 1]"])
+    assert len(df) == 4 and set(df["attack"]) == {"none", "random"} and set(df["seed"]) == {0, 1}
+    again = lab.load(tmp_path / "r")
+    assert sorted(again["cell_hash"]) == sorted(df["cell_hash"])
+    md = lab.leaderboard(again[again["attack"] == "random"])
+    assert "| random |" in md and "| none |" not in md and "no clean reference" in md

@@ -106,13 +106,17 @@ def min_min(train: "ImageData", p: "EMParams", ctx: "AttackContext") -> MinMinRe
         for _ in range(steps_per_round):
             idx = next(stream)
             source.step(model_input(view.batch(idx), delta_of(idx), p.gray), y[idx])
+        t1 = _clock(dev)
         # (b) one PGD descent pass over the (sub)set, in order, with the model frozen
         with frozen(source.model) as model:
             pgd_pass(model, view, pgd_index, y, delta, walk, class_wise, p.batch_size)
+            t2 = _clock(dev)
             # (c) stop test: source accuracy on the poisoned (sub)set
             acc = _poisoned_accuracy(model, view, pgd_index, y, delta_of, model_input, p, source.channels_last)
-        seconds = time.perf_counter() - t0
-        history.append({"round": rounds, "acc": round(acc, 4), "seconds": round(seconds, 2)})
+        t3 = time.perf_counter()
+        seconds = t3 - t0
+        history.append({"round": rounds, "acc": round(acc, 4), "seconds": round(seconds, 2),
+                        "model_s": round(t1 - t0, 3), "pgd_s": round(t2 - t1, 3), "stop_s": round(t3 - t2, 3)})
         ctx.log.info("em round %d/%d: source accuracy on poisoned data %.4f (%.1f s)", rounds, p.max_rounds, acc, seconds)
         ctx.progress(rounds, p.max_rounds, acc=acc)
         if 1.0 - acc < p.stop_error:
@@ -132,6 +136,13 @@ def min_min(train: "ImageData", p: "EMParams", ctx: "AttackContext") -> MinMinRe
         "history": history,
     }
     return MinMinResult(delta.detach(), source.model, stats)
+
+
+def _clock(dev: "torch.device") -> float:
+    """Wall time at which the device's queued work is done (phase timings on CUDA too)."""
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    return time.perf_counter()
 
 
 def _initial_delta(shape: tuple, p: "EMParams", eps: float, ctx: "AttackContext") -> "torch.Tensor":

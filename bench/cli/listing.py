@@ -62,8 +62,8 @@ def list_cmd(kind: str, pattern: str, show_params: bool) -> None:
             extra.append(e.source)
         tail = f"  [{'; '.join(extra)}]" if extra else ""
         click.echo(f"{name:<{width}}  {e.description}{tail}")
+        if e.reference:
+            click.echo(f"{'':<{width}}  reference: {e.reference}")
         if show_params:
-            if e.reference:
-                click.echo(f"    reference: {e.reference}")
             for line in params_table(e):
                 click.echo(line)

@@ -73,17 +73,23 @@ def load(results_dir: Path) -> Results:
             out.duplicates += 1
         newest[r.cell_hash] = r
     out.failed = sum(r.status == "failed" for r in newest.values())
-    ok = [r for r in newest.values() if r.status == "ok"]
-    df = pd.DataFrame([r.model_dump() for r in ok], columns=ResultRow.columns())
-    if not df.empty:
-        df = df.astype({"n_train": int, "n_test": int, "epochs": int, "poison_ratio": float})
-        df["n_pool"] = [_pool(r) for r in df.itertuples()]
-        df["train"] = df["train_config"].map(short)
-        df["classes"] = [int(k) if pd.notna(k) else CHANCE_CLASSES.get(d.split("{")[0], 10) for k, d in zip(df["num_classes"], df["dataset"])]
-        df["converged"] = df["attack_stats"].map(_converged)
-        df["dirty"] = df["git_commit"].str.endswith("-dirty")
-    out.ok = _disambiguate(df) if not df.empty else df
+    out.ok = prepare(pd.DataFrame([r.model_dump() for r in newest.values() if r.status == "ok"], columns=ResultRow.columns()))
     return out
+
+
+def prepare(df: pd.DataFrame) -> pd.DataFrame:
+    """The ok rows of a frame of result rows, with the derived columns sections need."""
+    df = df[df["status"] == "ok"].copy() if "status" in df else df.copy()
+    if df.empty:
+        return df
+    df = df.astype({"n_train": int, "n_test": int, "epochs": int, "poison_ratio": float})
+    df["n_pool"] = [_pool(r) for r in df.itertuples()]
+    df["train"] = df["train_config"].map(short)
+    nk = df["num_classes"] if "num_classes" in df else pd.Series([None] * len(df), index=df.index)
+    df["classes"] = [int(k) if pd.notna(k) else CHANCE_CLASSES.get(d.split("{")[0], 10) for k, d in zip(nk, df["dataset"])]
+    df["converged"] = df["attack_stats"].map(_converged)
+    df["dirty"] = df["git_commit"].str.endswith("-dirty")
+    return _disambiguate(df)
 
 
 GROUP = ["dataset", "n_pool", "n_test", "epochs", "train"]

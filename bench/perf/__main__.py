@@ -1,8 +1,8 @@
 """``python -m bench.perf WHAT``: benchmarks that print ratios measured side by side in one run.
 
 Each benchmark is a module of this package with ``add_arguments(parser)`` and ``run(args)``:
-``trainer`` (the trainer vs a pure loop), ``store`` (appending result rows). The numbers of
-one run on this project's machine, and their spread, are in ``docs/PERFORMANCE.md``.
+see `BENCHMARKS`. The numbers of one run on this project's machine, and their spread over
+three, are in ``docs/PERFORMANCE.md``.
 """
 from __future__ import annotations
 
@@ -12,6 +12,11 @@ import sys
 
 BENCHMARKS = {
     "trainer": "the trainer's images/s vs a pure training loop and a reference-style DataLoader",
+    "em": "error-minimizing noise generation vs a pure loop and the EM code's style, per phase",
+    "at": "PGD adversarial training vs a pure PGD-AT loop and madrys.py's style",
+    "st": "progressive staged training: ACM's per-epoch cost (t-SNE or PCA) as a share of the epoch",
+    "scheduler": "plan, dry-run and resume of a matrix of 10,000 finished cells",
+    "scaling": "the trainer's images/s and EM's seconds per round at growing numbers of images",
     "store": "appending result rows: one write per row vs rewriting the file",
 }
 

@@ -133,7 +133,11 @@ class ProgressiveStagedTraining(Defense):
     def on_epoch_end(self, state):
         if state.stage > 0:  # ST-Full's fine-tuning stage: plain training
             return None
+        import time
+
+        t0 = time.perf_counter()
         value = float(self.measure(state.model))
+        acm_seconds = time.perf_counter() - t0
         crossed = value > self.params.tau
         if crossed:
             self.count += 1
@@ -143,6 +147,7 @@ class ProgressiveStagedTraining(Defense):
             {
                 "epoch": state.epoch,
                 "acm": round(value, 4),
+                "acm_seconds": round(acm_seconds, 3),
                 "crossed": crossed,
                 "count": self.count,
                 "lr_mult": [round(g["lr_mult"], 6) for g in state.optimizer.param_groups],
