@@ -17,7 +17,7 @@ import hashlib
 import json
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from bench.perturbation import ApplyConfig
 from bench.schema import StrictModel
@@ -25,6 +25,9 @@ from bench.train_config import RobustEvalConfig, TrainConfig
 from registry import ATTACKS, DATASETS, DEFENSES, RegistryError, one_line
 
 MAX_SEED = 2**32 - 1
+BLOCK_FIELDS = ("datasets", "attacks", "defenses", "archs", "seeds", "poison_ratio", "poison_ratios", "poison_classes",
+                "clean_baseline", "source_archs")
+"""The fields of a matrix a block may set: what is crossed, not how cells train."""
 """Seeds are drawn into numpy (mod 2**32) and offset for torch generators: keep them below this."""
 
 
@@ -108,10 +111,10 @@ class Matrix(_Strict):
     """A whole benchmark run. Cells = datasets × attacks × defenses × archs × seeds."""
 
     name: str = Field("run", pattern=r"^[A-Za-z0-9_.-]+$")
-    datasets: list[DatasetSpec] = Field(min_length=1)
-    attacks: list[AttackSpec] = Field(min_length=1)
+    datasets: list[DatasetSpec] = Field(default_factory=list)
+    attacks: list[AttackSpec] = Field(default_factory=list)
     defenses: list[list[DefenseSpec]] = Field(default_factory=lambda: [[DefenseSpec(name="standard")]], min_length=1)
-    archs: list[str] = Field(min_length=1)
+    archs: list[str] = Field(default_factory=list)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     poison_ratio: float = Field(1.0, gt=0, le=1)
     poison_ratios: list[float] | None = Field(
@@ -131,6 +134,12 @@ class Matrix(_Strict):
     robust: RobustEvalConfig | None = Field(None, description="also measure FGSM / PGD robust accuracy")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
     data_root: str | None = Field(None, description="where datasets live (overridden by --data-root)")
+    blocks: list[dict[str, Any]] | None = Field(
+        None, min_length=1,
+        description="experiments of one matrix: each block overrides the cross-product fields (datasets, attacks, defenses, "
+        "archs, seeds, poison ratios and classes, clean_baseline, source_archs) and adds its cells; training settings are shared",
+    )
+    _subs: list["Matrix"] = PrivateAttr(default_factory=list)
 
     @field_validator("defenses", mode="before")
     @classmethod
@@ -168,6 +177,32 @@ class Matrix(_Strict):
         if re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", v):
             return v
         raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
+
+    @model_validator(mode="after")
+    def _blocks(self) -> "Matrix":
+        """Each block is a matrix of its own (the top level's fields, its overrides), checked
+        like one; without blocks the top level must name datasets, attacks and archs."""
+        if self.blocks is None:
+            for f in ("datasets", "attacks", "archs"):
+                if not getattr(self, f):
+                    raise ValueError(f"{f}: List should have at least 1 item")
+            return self
+        base = self.model_dump(mode="python", exclude={"blocks"}, exclude_unset=True)
+        subs = []
+        for i, block in enumerate(self.blocks):
+            bad = sorted(set(block) - set(BLOCK_FIELDS) - {"label"})
+            if bad:
+                raise ValueError(f"blocks[{i}]: {', '.join(bad)}: not a block field (allowed: {', '.join(BLOCK_FIELDS)}, label)")
+            try:
+                subs.append(Matrix.model_validate({**base, **{k: v for k, v in block.items() if k != "label"}}))
+            except ValidationError as exc:
+                raise ValueError(f"blocks[{i}]: {_matrix_error(exc)}") from None
+        self._subs = subs
+        return self
+
+    def matrices(self) -> list["Matrix"]:
+        """The cross products this matrix is made of: itself, or one per block."""
+        return list(self._subs) if self.blocks is not None else [self]
 
     @model_validator(mode="after")
     def _plugins(self) -> "Matrix":

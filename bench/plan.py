@@ -188,7 +188,20 @@ def _attack_spec(a: AttackSpec | None) -> dict | None:
 
 def plan(m: Matrix) -> Plan:
     """All cells in execution order: dataset, seed, ratio, attack (baseline last), then
-    defense × target arch. Every distinct spec is validated and serialized once."""
+    defense × target arch, block after block (a cell two blocks share runs once). Every
+    distinct spec is validated and serialized once."""
+    if m.blocks is None:
+        return Plan(m, _cells(m))
+    cells, seen = [], set()
+    for sub in m.matrices():
+        for c in _cells(sub):
+            if c.key not in seen:
+                seen.add(c.key)
+                cells.append(c)
+    return Plan(m, cells)
+
+
+def _cells(m: Matrix) -> list[Cell]:
     classes = tuple(m.poison_classes or ())
     attacks: list[AttackSpec | None] = list(expand_attacks(m))
     apply = m.apply.model_dump(mode="json")
@@ -222,7 +235,7 @@ def plan(m: Matrix) -> Plan:
                         for arch in m.archs:
                             spec = cell_json(pjson, dparams, arch, train, robust)
                             cells.append(Cell(poison=task, defense=stack, arch=arch, key=cell_key(spec), defense_label=dlabel, spec=spec))
-    return Plan(m, cells)
+    return cells
 
 
 def cell_json(pjson: str, defense: list[dict], arch: str, train: dict, robust: dict | None) -> str:

@@ -33,12 +33,14 @@ def model_refs(m: "Matrix") -> tuple[tuple[str, str, str], ...]:
 
     out: dict[tuple[str, str], str] = {}
     specs = []
-    for i, a in enumerate(m.attacks):
-        has_source = "source_arch" in ATTACKS.get(a.name).params.model_fields
-        for src in m.source_archs if (m.source_archs and has_source) else [None]:
-            spec = a if src is None else a.model_copy(update={"params": {**a.params, "source_arch": src}})
-            specs.append((ATTACKS, spec, f"attacks[{i}] ({a.name}" + (f", source {src})" if src else ")")))
-    specs += [(DEFENSES, d, f"defenses[{i}][{j}] ({d.name})") for i, stack in enumerate(m.defenses) for j, d in enumerate(stack)]
+    for b, sub in enumerate(m.matrices()):
+        pre = f"blocks[{b}]." if m.blocks is not None else ""
+        for i, a in enumerate(sub.attacks):
+            has_source = "source_arch" in ATTACKS.get(a.name).params.model_fields
+            for src in sub.source_archs if (sub.source_archs and has_source) else [None]:
+                spec = a if src is None else a.model_copy(update={"params": {**a.params, "source_arch": src}})
+                specs.append((ATTACKS, spec, f"{pre}attacks[{i}] ({a.name}" + (f", source {src})" if src else ")")))
+        specs += [(DEFENSES, d, f"{pre}defenses[{i}][{j}] ({d.name})") for i, stack in enumerate(sub.defenses) for j, d in enumerate(stack)]
     for reg, spec, where in specs:
         params = reg.validate(spec.name, spec.params)
         check = getattr(params, "preflight", None)
@@ -79,7 +81,7 @@ def _known(arch: str, known: set[str], where: str) -> None:
 
 def check_classes(m: "Matrix", facts: "DatasetFacts") -> None:
     """``poison_classes`` must name classes of every dataset."""
-    for name in m.poison_classes or ():
+    for name in {c for sub in m.matrices() for c in sub.poison_classes or ()}:
         if name not in facts.classes:
             close = difflib.get_close_matches(name, facts.classes, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""

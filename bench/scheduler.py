@@ -101,9 +101,11 @@ def gather_facts(p: Plan, env: WorkerEnv, ex=None) -> dict[str, DatasetFacts]:
     matrix references); with no executor, the jobs run in this process."""
     m = p.matrix
     refs = model_refs(m)
+    datasets = list({dataset_key(d): d for sub in m.matrices() for d in sub.datasets}.values())
+    archs = tuple(dict.fromkeys(a for sub in m.matrices() for a in sub.archs))
     facts: dict[str, DatasetFacts] = {}
-    for i, d in enumerate(m.datasets):
-        job = DatasetJob(env=env, dataset=d.model_dump(mode="json"), archs=tuple(m.archs) if i == 0 else (),
+    for i, d in enumerate(datasets):
+        job = DatasetJob(env=env, dataset=d.model_dump(mode="json"), archs=archs if i == 0 else (),
                          models=refs if i == 0 else ()).model_dump(mode="json")
         if ex is None:
             out = dataset_task(job)

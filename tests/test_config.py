@@ -70,3 +70,24 @@ def test_shipped_configs_are_valid():
     for path in sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")):
         m = load_matrix(path)
         assert m.name == path.stem
+
+
+def test_blocks_are_experiments_of_one_matrix():
+    """Each block crosses its own attacks / defenses / ratios with the shared training settings;
+    a cell two blocks share is planned once; a block is validated like a matrix."""
+    from bench.plan import plan
+
+    m = parse_matrix({
+        **BASE, "seeds": [0, 1],
+        "blocks": [
+            {"label": "gray", "attacks": ["none", "random"], "defenses": ["standard", "grayscale"]},
+            {"label": "partial", "attacks": ["random"], "poison_ratios": [0.5, 1.0], "clean_baseline": True},
+        ],
+    })
+    p = plan(m)
+    assert len(p.cells) == 2 * (4 + 2) and len(p.by_key) == len(p.cells)  # random@100 % is shared by both blocks
+    assert {c.poison.label for c in p.cells} == {"none", "random", "clean-only"}
+    assert {c.poison.poison_ratio for c in p.cells} == {0.5, 1.0}
+    assert len({c.spec for c in p.cells}) == len(p.cells)
+    assert "blocks[1]: poison_ratio and poison_ratios" in err({**BASE, "blocks": [{"attacks": ["none"]}, {"poison_ratio": 0.5, "poison_ratios": [0.2]}]})
+    assert "blocks[0]: train: not a block field" in err({**BASE, "blocks": [{"train": {"epochs": 1}}]})
