@@ -93,3 +93,25 @@ def verify_cmd(path, cells, seed, data_root, cache_dir, device, tolerance) -> No
     click.echo(f"{len(checks) - bad} of {len(checks)} cells reproduced (tolerance {tolerance:g})", err=True)
     if bad:
         sys.exit(1)
+
+
+@main.command("findings")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--arch", default=None, help="The CNN exploiter the findings are read on [default: the most common arch].")
+def findings_cmd(paths: tuple[Path, ...], arch: str | None) -> None:
+    """Evaluate the seed papers' findings (F1-F8) on results files or folders; exit 1 if one fails."""
+    import sys
+
+    import pandas as pd
+
+    from bench.findings import evaluate
+    from bench.lab import load
+    from bench.results import read_rows
+
+    frames = [load(p) if p.is_dir() else pd.DataFrame([r.model_dump() for r in read_rows(p)]) for p in paths]
+    results = evaluate(pd.concat(frames, ignore_index=True), arch)
+    for f, o in results:
+        mark = {True: "holds   ", False: "FAILS   ", None: "not run "}[o.holds]
+        click.echo(f"{f.key} {mark} {f.claim}\n      measured: {o.measured}\n      paper ({f.source}): {f.paper}")
+    if any(o.holds is False for _, o in results):
+        sys.exit(1)
