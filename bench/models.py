@@ -252,6 +252,13 @@ def mlp(pretrained: bool = False, img_size: int = 32, sigmoid_output: bool = Fal
 
 
 @register_model
+def mlp_gg(pretrained: bool = False, img_size: int = 32, **kwargs) -> nn.Module:
+    """Going Grayscale's MLP exactly as its code trains it, sigmoid on the logits included: the
+    exploiter of its Table 6 MLP row (an arch takes no kwargs in a matrix, so it has a name)."""
+    return _own("mlp_gg", MLP, pretrained, kwargs, img_size=img_size, sigmoid_output=True)
+
+
+@register_model
 def convnet_cifar(pretrained: bool = False, **kwargs) -> nn.Module:
     return _own("convnet_cifar", ConvNet, pretrained, kwargs)
 
