@@ -6,5 +6,5 @@ the source model; `attacks.delta`: the PGD-optimized δ; `attacks.views`: batche
 clean images).
 """
 
-PLUGINS = ("none", "random_noise", "em", "error_max", "ops", "lsp", "external")
+PLUGINS = ("none", "random_noise", "em", "error_max", "rem", "ops", "lsp", "ar", "cuda", "external")
 """The modules that register attacks (the registry imports these, and only these)."""

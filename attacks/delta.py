@@ -5,6 +5,9 @@ model (EM, error-max, TAP, HYPO, REM): the budget, the steps, sample- or class-w
 `pgd_pass` is one pass over (a subset of) the data in fixed order with the model frozen: for
 each batch it runs `bench.pgd.pgd` from the current δ and stores the result, per image
 (sample-wise) or as the class mean (class-wise, EM's ``universal_perturbation``).
+`RandomTransform` and `Augmented` put a fresh differentiable crop/shift + flip in front of the
+model, so the PGD gradient reaches δ *through* the augmentation (TAP's ``--paugment``, REM's
+expectation over transformations).
 """
 from __future__ import annotations
 
@@ -29,12 +32,14 @@ class PGDParams(BaseModel):
     """The L∞ budget, the signed PGD on δ and what it is computed over.
 
     ``pgd_steps`` and ``step_size`` default by mode (the EM scripts: 20 sample-wise, 1
-    class-wise; ε/10); subclasses add their own mode-dependent defaults in ``_BY_MODE``, so the
-    recorded params always show the values actually used.
+    class-wise; ε/10); subclasses add their own mode-dependent defaults in ``_BY_MODE`` and
+    their own unset step size ε/``_STEP_DIVISOR``, so the recorded params always show the
+    values actually used.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     _BY_MODE: ClassVar[dict[str, dict[str, Any]]] = {"pgd_steps": {"sample": 20, "class": 1}}
+    _STEP_DIVISOR: ClassVar[float] = 10  # unset step_size = ε / this (EM: 10; HYPO: 5; TAP: 20)
 
     mode: Literal["sample", "class"] = Field("sample", description="sample-wise δ (N×C×H×W) or class-wise δ (K×C×H×W)")
     epsilon: float = Field(8.0, gt=0, le=255, description="L∞ budget in /255 units")
@@ -59,7 +64,7 @@ class PGDParams(BaseModel):
                 data[name] = by_mode[mode]
         eps = data.get("epsilon", cls.model_fields["epsilon"].default)
         if "step_size" not in data and isinstance(eps, (int, float)) and not isinstance(eps, bool):
-            data["step_size"] = eps / 10
+            data["step_size"] = eps / cls._STEP_DIVISOR
         return data
 
     def pgd_index(self, y: "torch.Tensor", k: int) -> "torch.Tensor":
@@ -108,3 +113,85 @@ def pgd_pass(
             class_mean_update(delta, eta, y[idx], walk.epsilon)
         else:
             delta[idx] = eta
+
+
+class RandomTransform:
+    """A fresh random augmentation of a float batch on every call, differentiable in the batch,
+    so the gradient of a loss on T(x + δ) reaches δ (each image gets its own draw).
+
+    ``crop``: a crop of the batch zero-padded by ``amount`` px at uniform integer offsets, as
+    the exploiter's `bench.batches.crop_flip` and torchvision's ``RandomCrop(32, 4)`` (REM's
+    ``trans``).
+    ``shift``: a translation by a uniform sub-pixel offset in [−amount, amount] px along each
+    axis, bilinear, the uncovered border filled with ``fill`` (per channel; zeros if None):
+    TAP's differentiable ``RandomTransform`` (``shift=8`` on 32 px is ±4 px; its zero in the
+    mean/std-normalized space is the dataset's mean colour). Either way, with ``flip`` each
+    image is mirrored with probability 1/2.
+    """
+
+    def __init__(
+        self,
+        kind: Literal["crop", "shift"],
+        amount: float,
+        flip: bool,
+        g: "torch.Generator",
+        fill: "torch.Tensor | None" = None,
+    ):
+        if kind == "crop" and amount != int(amount):
+            raise ValueError(f"crop padding must be a whole number of pixels, got {amount}")
+        self.kind, self.amount, self.flip, self.g, self.fill = kind, amount, flip, g, fill
+
+    def __call__(self, x: "torch.Tensor") -> "torch.Tensor":
+        return self._crop(x) if self.kind == "crop" else self._shift(x)
+
+    def _crop(self, x: "torch.Tensor") -> "torch.Tensor":
+        """One ``gather`` from the zero-padded batch at per-image offsets (a mirrored crop reads
+        its columns backwards); its backward is one scatter-add of the batch's size.
+        (`crop_flip`'s window trick is the fast forward for uint8 epochs, but its backward
+        materializes a width-times larger tensor.)"""
+        b, c, h, w = x.shape
+        pad = int(self.amount)
+        dev = x.device
+        dy = torch.randint(0, 2 * pad + 1, (b, 1), device=dev, generator=self.g)
+        dx = torch.randint(0, 2 * pad + 1, (b, 1), device=dev, generator=self.g)
+        cols = torch.arange(w, device=dev).view(1, w)
+        if self.flip:
+            mirrored = torch.rand((b, 1), device=dev, generator=self.g) < 0.5
+            cols = torch.where(mirrored, w - 1 - cols, cols)
+        rows = dy + torch.arange(h, device=dev).view(1, h)
+        at = (rows.view(b, h, 1) * (w + 2 * pad) + (dx + cols).view(b, 1, w)).view(b, 1, h * w).expand(b, c, h * w)
+        padded = torch.nn.functional.pad(x, (pad,) * 4) if pad else x
+        return padded.reshape(b, c, -1).gather(2, at).view(b, c, h, w)
+
+    def _shift(self, x: "torch.Tensor") -> "torch.Tensor":
+        import torch.nn.functional as F
+
+        b, _, h, w = x.shape
+        r = torch.rand((b, 3), device=x.device, generator=self.g)
+        # align_corners=True: the grid runs over [-1, 1] from the first to the last pixel centre,
+        # so one pixel is 2 / (size - 1) grid units
+        sx = (r[:, 0] * 2 - 1) * self.amount * 2 / max(1, w - 1)
+        sy = (r[:, 1] * 2 - 1) * self.amount * 2 / max(1, h - 1)
+        mirror = torch.where(r[:, 2] < 0.5, -1.0, 1.0) if self.flip else torch.ones(b, device=x.device)
+        theta = torch.zeros((b, 2, 3), device=x.device, dtype=x.dtype)
+        theta[:, 0, 0] = mirror
+        theta[:, 0, 2] = mirror * sx
+        theta[:, 1, 1] = 1.0
+        theta[:, 1, 2] = sy
+        grid = F.affine_grid(theta, list(x.shape), align_corners=True)
+        fill = None if self.fill is None else self.fill.to(x.device, x.dtype).view(1, -1, 1, 1)
+        src = x if fill is None else x - fill
+        out = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+        return out if fill is None else out + fill
+
+
+class Augmented:
+    """``model`` behind a `RandomTransform`: calling it returns model(T(x)) with a fresh T, so
+    `bench.pgd.pgd` run on it takes each step through a new augmentation. A plain callable
+    (PGD only calls its model); put the model itself in eval mode (`attacks.source.frozen`)."""
+
+    def __init__(self, model: "torch.nn.Module", transform: RandomTransform):
+        self.model, self.transform = model, transform
+
+    def __call__(self, x: "torch.Tensor") -> "torch.Tensor":
+        return self.model(self.transform(x))

@@ -11,7 +11,7 @@ See ``CONTRIBUTING.md`` for a worked example of each kind.
 from bench.attack import Attack, AttackContext
 from bench.data import Dataset, ImageData, Splits
 from bench.defense import Defense, DefenseStack, EpochState
-from bench.perturbation import Perturbation
+from bench.perturbation import FilterPerturbation, Perturbation
 from bench.threat import ThreatModel
 from bench.train_config import TrainConfig
 from registry import ATTACKS, DATASETS, DEFENSES, NoParams, RegistryError, lazy_import
@@ -28,6 +28,7 @@ __all__ = [
     "EpochState",
     "ImageData",
     "NoParams",
+    "FilterPerturbation",
     "Perturbation",
     "RegistryError",
     "Splits",

@@ -107,6 +107,11 @@ class _AttackContract:
                 f"{where}: its threat model's budget field {threat.budget_field!r} is not a field of its params "
                 f"{entry.params.__name__} (fields: {fields}); add the field or name the right one"
             )
+        if threat.norm == "filter" and threat.size_field not in entry.params.model_fields:
+            raise RegistryError(
+                f"{where}: a filter threat model needs its params {entry.params.__name__} to have the field "
+                f"{threat.size_field!r} (the largest kernel side); add it or pass size_field= to ThreatModel"
+            )
 
 
 CONTRACT = _AttackContract()

@@ -62,11 +62,11 @@ SCHEMA = 1
 CACHE_ENV = "UEBENCH_CACHE"
 DEFAULT_CACHE_DIR = "~/.cache/uebench/cache"
 PAYLOAD, MANIFEST, LOCK = ".safetensors", ".json", ".lock"
-REQUIRED: dict[str, tuple[frozenset, frozenset]] = {
-    "perturbation": (frozenset({"delta"}), frozenset({"mode"})),
-    "index": (frozenset({"index"}), frozenset()),
+REQUIRED: dict[str, tuple[frozenset, ...]] = {
+    "perturbation": (frozenset({"delta", "meta.mode"}), frozenset({"kernels", "meta.mode", "meta.kind"})),
+    "index": (frozenset({"index"}),),
 }
-"""For each kind the harness writes: the tensors and meta keys an entry must hold to be usable."""
+"""For each kind the harness writes: alternatives of tensors (and ``meta.`` keys), one of which an entry must hold in full."""
 LockMode = Literal["file", "soft"]
 
 
@@ -346,10 +346,10 @@ def _payload_ok(payload: Path, manifest: dict) -> bool:
 
 
 def _content_problem(kind: str, tensors: dict, manifest: dict) -> str | None:
-    """What a decoded entry of ``kind`` lacks to be usable (None if nothing)."""
-    need_tensors, need_meta = REQUIRED.get(kind, (frozenset(), frozenset()))
-    missing = sorted(need_tensors - set(tensors)) + sorted(f"meta.{k}" for k in need_meta - set(manifest.get("meta", {})))
-    return f"entry lacks {', '.join(missing)}" if missing else None
+    """What a decoded entry of ``kind`` lacks to be usable (None if it holds one alternative in full)."""
+    have = set(tensors) | {f"meta.{k}" for k in manifest.get("meta", {})}
+    lacks = [sorted(need - have) for need in REQUIRED.get(kind, (frozenset(),))]
+    return None if not all(lacks) else "entry lacks " + " or ".join(", ".join(m) for m in lacks)
 
 
 def _touch(path: Path) -> None:

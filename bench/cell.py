@@ -128,7 +128,7 @@ def train_cell(
         model = create_model(cell.arch, num_classes=splits.num_classes, in_chans=c, img_size=h)
         bar = progress(f"{base['attack']} / {base['defense']} / {cell.arch}", s.train.epochs) if progress else None
         tick = (lambda done, total, **kw: bar.update(1)) if bar is not None else None
-        res = fit(model, splits.train, splits.test, s.train, stack, seed=cell.seed, device=dev, progress=tick)
+        res = fit(model, splits.train, splits.test, s.train, stack, seed=cell.seed, device=dev, progress=tick, holdout=splits.holdout)
         x_test = stack.transform_test(splits.test.x.to(dev, copy=True))
         if cell.poison.poison_classes:
             ids = torch.tensor([splits.test.classes.index(c) for c in cell.poison.poison_classes])

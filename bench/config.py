@@ -100,6 +100,11 @@ class DatasetSpec(_Strict):
     n_train: int | None = Field(None, ge=2, le=10**9, description="stratified train subset (null: all)")
     n_test: int | None = Field(None, ge=1, le=10**9, description="stratified test subset (null: all)")
     subset_seed: int = Field(0, ge=0, le=MAX_SEED)
+    holdout: int = Field(
+        0, ge=0, le=100_000,
+        description="clean training images withheld from training and never poisoned, for defenses that use a few clean "
+        "images (ST's model selection, as its paper's 20); drawn before n_train, never from the test set",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -24,11 +24,14 @@ class OverrideError(ConfigError):
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing duplicate keys in a mapping."""
+    """PyYAML's safe loader, refusing duplicate keys in a mapping. Merge keys (``<<: *base``)
+    work as in YAML 1.1: a key written out overrides the merged one, which is not a duplicate."""
 
     def construct_mapping(self, node, deep=False):
         seen: dict[Any, Any] = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(

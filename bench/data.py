@@ -80,6 +80,7 @@ class Splits:
     train: ImageData
     test: ImageData
     info: dict = field(default_factory=dict)
+    holdout: ImageData | None = None  # clean images withheld from training (``holdout: N``), never the test set
 
     @property
     def num_classes(self) -> int:

@@ -11,7 +11,12 @@ loop; it overrides some of these hooks, which the trainer calls at fixed points:
 ``param_groups``    optimizer parameter groups, each with an ``lr_mult`` (ST's per-layer rates)
 ``on_epoch_end``    may return ``"rollback"`` to restore the last good epoch (ST)
 ``extra_stages``    further training stages after the main one (ST-Full's fine-tuning)
+``on_train_end``    after the last epoch; may load another state into the model (ST's best)
 ==================  =====================================================================
+
+A defense that needs a few clean images (ST picks its model with the paper's 20) gets them as
+``self.holdout``: images the dataset withholds from training (``holdout: N``), never the test
+set; None if the dataset reserves none.
 
 No hook ever sees the test set: the exploiter is evaluated on it, never trained or tuned on
 it (``setup`` gets the model and the train set only; ``transform_test`` maps images it is
@@ -59,6 +64,7 @@ class Defense:
     """Base class of defense plugins; ``params`` is the validated params model."""
 
     cost: float = 1.0
+    holdout: "Any" = None  # ImageData of clean held-out images, set by the trainer before setup
 
     def __init__(self, params: BaseModel):
         self.params = params
@@ -93,6 +99,11 @@ class Defense:
     def extra_stages(self) -> list[dict]:
         """Each dict overrides TrainConfig fields for one more stage (e.g. ``{"epochs": 10, "lr": 0.01}``)."""
         return []
+
+    def on_train_end(self, model: "torch.nn.Module") -> bool:
+        """After the last epoch; return True if the hook loaded other weights into the model
+        (the trainer then evaluates the model it ends with again)."""
+        return False
 
     def report(self) -> dict:
         """Extra facts for the result row (e.g. ST's rollback count)."""
@@ -130,8 +141,9 @@ class DefenseStack:
             c *= d.cost
         return c
 
-    def setup(self, model, train, num_classes) -> None:
+    def setup(self, model, train, num_classes, holdout=None) -> None:
         for d in self.defenses:
+            d.holdout = holdout
             d.setup(model, train, num_classes)
 
     def transform_train(self, x):
@@ -169,6 +181,9 @@ class DefenseStack:
 
     def extra_stages(self) -> list[dict]:
         return [s for d in self.defenses for s in d.extra_stages()]
+
+    def on_train_end(self, model) -> bool:
+        return any([d.on_train_end(model) for d in self.defenses])  # a list: every hook runs
 
     def report(self) -> dict:
         out: dict = {}

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 STANDARD, GRAY = "standard", "grayscale"
+MLP = "mlp_gg"  # Going Grayscale's MLP exploiter (sigmoid outputs), Table 6's MLP row
 
 
 @dataclass
@@ -110,12 +111,12 @@ def f3(c: Cells) -> Outcome:
 
 def f4(c: Cells) -> Outcome:
     cnn = c.default_arch
-    needs = [("none", STANDARD, cnn), ("em-mlp", STANDARD, cnn), ("none", STANDARD, "mlp"), ("em-mlp", STANDARD, "mlp")]
+    needs = [("none", STANDARD, cnn), ("em-mlp", STANDARD, cnn), ("none", STANDARD, MLP), ("em-mlp", STANDARD, MLP)]
     if m := _missing(c, *needs):
         return m
     d_cnn = c.mean("none", STANDARD, cnn) - c.mean("em-mlp", STANDARD, cnn)
-    d_mlp = c.mean("none", STANDARD, "mlp") - c.mean("em-mlp", STANDARD, "mlp")
-    return Outcome(d_cnn >= 25 and d_cnn > d_mlp, f"{cnn} −{d_cnn:.1f}, mlp −{d_mlp:.1f}", [_fmt(c, *n) for n in needs])
+    d_mlp = c.mean("none", STANDARD, MLP) - c.mean("em-mlp", STANDARD, MLP)
+    return Outcome(d_cnn >= 25 and d_cnn > d_mlp, f"{cnn} −{d_cnn:.1f}, {MLP} −{d_mlp:.1f}", [_fmt(c, *n) for n in needs])
 
 
 def f5(c: Cells) -> Outcome:

@@ -151,13 +151,16 @@ def defense_params(stack) -> list[dict]:
 
 
 def dataset_spec(d: DatasetSpec) -> dict:
-    return {
+    out = {
         "name": d.name,
         "params": DATASETS.validate(d.name, d.params).model_dump(mode="json"),
         "n_train": d.n_train,
         "n_test": d.n_test,
         "subset_seed": d.subset_seed,
     }
+    if d.holdout:  # only when used: specs (and keys) without a holdout stay what they were
+        out["holdout"] = d.holdout
+    return out
 
 
 def dataset_key(d: DatasetSpec) -> str:

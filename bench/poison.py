@@ -8,6 +8,10 @@ it is used (a hash-consistent but malformed entry is regenerated like a corrupt 
 published images are validated against the pristine clean set, whose fingerprint is known:
 an attack that changed its input in place, or the labels, fails its cells and nobody
 else's. Any failure is a `PoisonError` with one line.
+
+An additive δ is cached as ``{"delta"}`` with meta ``mode``; a class-wise convolution
+(`FilterPerturbation`) as ``{"kernels"}`` with meta ``kind: "filter"``, ``mode`` and
+``normalize``, and is validated through its ``filter`` threat model with those kernels.
 """
 from __future__ import annotations
 
@@ -23,7 +27,15 @@ from bench.attack import AttackContext, threat_of
 from bench.config import canonical_json
 from bench.data import ImageData, Splits, stratified_indices
 from bench.device import device_name, seed_everything
-from bench.perturbation import ApplyConfig, Perturbation, PerturbationError, apply_perturbation, check_perturbation
+from bench.perturbation import (
+    AnyPerturbation,
+    ApplyConfig,
+    FilterPerturbation,
+    Perturbation,
+    PerturbationError,
+    apply_perturbation,
+    check_perturbation,
+)
 from bench.plan import PoisonTask, attack_params
 from bench.provenance import plugin_code_hash
 from bench.records import INDEX, PERTURBATION, DatasetFacts, PoisonFacts
@@ -57,14 +69,20 @@ class PoisonRecord:
 
 
 def load_dataset(spec: "DatasetSpec", root: Path) -> Splits:
-    """Load a dataset and take its deterministic stratified subset."""
+    """Load a dataset, withhold its clean ``holdout`` images from the training pool, and take
+    its deterministic stratified subsets."""
     splits = DATASETS.create(spec.name, **spec.params).load(root)
-    train, test = splits.train, splits.test
+    train, test, holdout = splits.train, splits.test, None
+    if spec.holdout:
+        held = stratified_indices(train.y, spec.holdout, spec.subset_seed + 1)
+        rest = torch.ones(len(train), dtype=torch.bool)
+        rest[held] = False
+        holdout, train = train.subset(held), train.subset(torch.nonzero(rest).flatten())
     if spec.n_train is not None and spec.n_train < len(train):
         train = train.subset(stratified_indices(train.y, spec.n_train, spec.subset_seed))
     if spec.n_test is not None and spec.n_test < len(test):
         test = test.subset(stratified_indices(test.y, spec.n_test, spec.subset_seed))
-    out = Splits(splits.name, train, test, dict(splits.info))
+    out = Splits(splits.name, train, test, dict(splits.info), holdout)
     out.info["sha256"] = out.fingerprint()
     out.info["fingerprint"] = out.info["sha256"][:16]
     return out
@@ -123,6 +141,9 @@ def _generate(task: PoisonTask, clean: Splits, device, on_round=None) -> tuple[d
         "device": device_name(device),
         "code": plugin_code_hash(ATTACKS.get(name)),
     }
+    if isinstance(pert, FilterPerturbation):
+        meta.update(kind="filter", normalize=pert.normalize)
+        return {"kernels": pert.kernels.detach().float().cpu().contiguous()}, meta
     return {"delta": pert.delta.detach().float().cpu().contiguous()}, meta
 
 
@@ -135,16 +156,24 @@ def _jsonable(obj: Any, name: str) -> Any:
         raise PoisonError(f"attack {name!r}: Perturbation.stats must be JSON-serializable ({exc})") from None
 
 
-def _perturbation(task: PoisonTask, tensors: dict, meta: dict, clean: Splits) -> Perturbation:
-    """The cached δ as a checked `Perturbation` (PerturbationError if the entry is malformed)."""
-    if "delta" not in tensors or meta.get("mode") not in ("sample", "class") or not isinstance(meta.get("stats", {}), dict):
+def _perturbation(task: PoisonTask, tensors: dict, meta: dict, clean: Splits) -> AnyPerturbation:
+    """The cached δ (or kernels) as a checked perturbation (PerturbationError if the entry is malformed)."""
+    kind, stats_ok = meta.get("kind", "additive"), isinstance(meta.get("stats", {}), dict)
+    if kind == "filter":
+        if "kernels" not in tensors or meta.get("mode") != "class" or not isinstance(meta.get("normalize"), str) or not stats_ok:
+            raise PerturbationError("cache entry of kind filter lacks its kernels tensor, its class mode, its normalize or its stats")
+        pert: AnyPerturbation = FilterPerturbation(tensors["kernels"], "class", meta["normalize"], meta.get("stats", {}))
+    elif kind != "additive":
+        raise PerturbationError(f"cache entry has an unknown kind {kind!r}")
+    elif "delta" not in tensors or meta.get("mode") not in ("sample", "class") or not stats_ok:
         raise PerturbationError("cache entry lacks its delta tensor, its mode or its stats")
-    pert = Perturbation(tensors["delta"], mode=meta["mode"], stats=meta.get("stats", {}))
+    else:
+        pert = Perturbation(tensors["delta"], mode=meta["mode"], stats=meta.get("stats", {}))
     check_perturbation(task.attack.name, pert, clean.train)
     return pert
 
 
-def _cached_delta(task, clean, cache, device, on_round, regenerate, notes) -> tuple[Perturbation, dict, str | None, int, float]:
+def _cached_delta(task, clean, cache, device, on_round, regenerate, notes) -> tuple[AnyPerturbation, dict, str | None, int, float]:
     """(perturbation, meta, cache key, generated, seconds): from the cache, made once if missing."""
     fp = clean.info["sha256"]
     if cache is None:
@@ -212,7 +241,7 @@ def make_poison(
     if task.clean_only:
         published = clean.train.subset(torch.nonzero(~mask).flatten())
         facts = PoisonFacts("none", None, 0.0, 0.0, None, canonical_json({"poison": {**poison_info, "withheld": n_poisoned}}), "", ratio)
-        return PoisonRecord(Splits(clean.name, published, clean.test, clean.info), facts)
+        return PoisonRecord(Splits(clean.name, published, clean.test, clean.info, clean.holdout), facts)
 
     notes: list[str] = []
     try:
@@ -220,7 +249,7 @@ def make_poison(
         published = apply_perturbation(clean.train, pert, apply, mask)
         threat = threat_of(task.attack.name)
         params = ATTACKS.validate(task.attack.name, task.attack.params)
-        measured = validate_poison(task.attack.name, threat, params, clean.train, published)
+        measured = validate_poison(task.attack.name, threat, params, clean.train, published, pert=pert)
     except (PerturbationError, ThreatModelError) as exc:
         raise PoisonError(str(exc)) from None
     budget = threat.budget(params)
@@ -235,4 +264,4 @@ def make_poison(
         source_arch=meta.get("source_arch", ""),
         poison_ratio=ratio,
     )
-    return PoisonRecord(Splits(clean.name, published, clean.test, clean.info), facts, seconds, generated, notes)
+    return PoisonRecord(Splits(clean.name, published, clean.test, clean.info, clean.holdout), facts, seconds, generated, notes)

@@ -41,8 +41,14 @@ def model_refs(m: "Matrix") -> tuple[tuple[str, str, str], ...]:
                 spec = a if src is None else a.model_copy(update={"params": {**a.params, "source_arch": src}})
                 specs.append((ATTACKS, spec, f"{pre}attacks[{i}] ({a.name}" + (f", source {src})" if src else ")")))
         specs += [(DEFENSES, d, f"{pre}defenses[{i}][{j}] ({d.name})") for i, stack in enumerate(sub.defenses) for j, d in enumerate(stack)]
+    holdouts = {b: min(d.holdout for d in sub.datasets) for b, sub in enumerate(m.matrices()) if sub.datasets}
     for reg, spec, where in specs:
         params = reg.validate(spec.name, spec.params)
+        need = getattr(params, "needs_holdout", None)
+        block = int(where[len("blocks["):].split("]")[0]) if where.startswith("blocks[") else 0
+        if callable(need) and need() > holdouts.get(block, 0):
+            raise PreflightError(f"{where}: needs {need()} clean held-out images; give every dataset `holdout: {need()}` "
+                                 f"(or set the defense's select_n: 0)")
         check = getattr(params, "preflight", None)
         if callable(check):
             try:

@@ -96,8 +96,12 @@ def fit(
     seed: int = 0,
     device: "torch.device | str | None" = None,
     progress: Callable[..., Any] | None = None,
+    holdout: "ImageData | None" = None,
 ) -> TrainResult:
-    """Train ``model`` on ``train`` (possibly poisoned), evaluating on clean ``test`` each epoch."""
+    """Train ``model`` on ``train`` (possibly poisoned), evaluating on clean ``test`` each epoch.
+
+    ``holdout`` (clean images withheld from training, never the test set) is handed to the
+    defenses that use a few clean images."""
     stack = stack or DefenseStack()
     dev = prepare_device(device)
     channels_last = cfg.channels_last if cfg.channels_last is not None else dev.type == "cuda"
@@ -114,7 +118,8 @@ def fit(
     y_test = test.y.to(dev)
     if x_train.dtype != torch.uint8 or x_test.dtype != torch.uint8:
         raise TypeError(f"transform_train/transform_test must return uint8 images, got {x_train.dtype}/{x_test.dtype}")
-    stack.setup(model, train.with_images(x_train).with_labels(y_train), train.num_classes)
+    held = None if holdout is None else holdout.with_images(stack.transform_test(holdout.x.to(dev, copy=True))).to(dev)
+    stack.setup(model, train.with_images(x_train).with_labels(y_train), train.num_classes, held)
     wants_rollback = stack.overrides("on_epoch_end")
     transforms_batch, steps_itself = stack.overrides("batch_transform"), stack.overrides("training_step")
 
@@ -219,7 +224,8 @@ def fit(
 
     evaluated = [(c["test_acc"], c["epoch"]) for c in curve if c["test_acc"] is not None]
     final = evaluated[-1][0]
-    if curve[-1]["action"] == "rollback":  # the model was restored: its accuracy is the last kept one
+    replaced = stack.on_train_end(model)  # e.g. ST ends with the best model it saw
+    if curve[-1]["action"] == "rollback" or replaced:  # the model was restored: evaluate what training kept
         final = accuracy(net, x_test, y_test, cfg.eval_batch_size, channels_last, cfg.amp)
     # a rolled-back epoch's model was discarded, so the peak is taken over the models training kept
     kept = [(c["test_acc"], c["epoch"]) for c in curve if c["test_acc"] is not None and c["action"] != "rollback"]

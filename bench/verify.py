@@ -64,7 +64,8 @@ def rebuild(row: ResultRow, device: str = "cpu") -> tuple[Cell, RunSettings]:
         raise SubmissionError(f"row {row.cell_hash}: {exc}") from None
     d = p["dataset"]
     task = PoisonTask(
-        dataset=DatasetSpec(name=d["name"], params=d["params"], n_train=d["n_train"], n_test=d["n_test"], subset_seed=d["subset_seed"]),
+        dataset=DatasetSpec(name=d["name"], params=d["params"], n_train=d["n_train"], n_test=d["n_test"], subset_seed=d["subset_seed"],
+                            holdout=d.get("holdout", 0)),
         attack=None if p["attack"] is None else AttackSpec(name=p["attack"]["name"], params=p["attack"]["params"]),
         seed=p["seed"], poison_ratio=p["poison_ratio"], poison_classes=tuple(p.get("poison_classes", ())),
         key="rebuilt", label=row.attack,

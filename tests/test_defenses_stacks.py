@@ -38,7 +38,8 @@ def test_every_defense_trains_and_reports_final_and_peak(name, mini):
     stack = DefenseStack.build([(name, FAST.get(name, {}))])
     assert stack.cost >= 1.0
     torch.manual_seed(0)
-    res = fit(create_model("mlp", num_classes=10), tr, te, TrainConfig(epochs=2, batch_size=50, lr=0.05), stack, seed=0)
+    held = mini.train.subset(torch.arange(4, 2000, 40))  # clean images outside tr, for the defenses that use some
+    res = fit(create_model("mlp", num_classes=10), tr, te, TrainConfig(epochs=2, batch_size=50, lr=0.05), stack, seed=0, holdout=held)
     kept = [(c["test_acc"], c["epoch"]) for c in res.curve if c["action"] != "rollback"]
     assert 0.0 <= res.clean_acc_final <= 1.0 and res.curve[-1]["train_loss"] > 0
     if kept:  # the peak (and its epoch) over the models training kept: early stopping's number

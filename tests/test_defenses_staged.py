@@ -49,7 +49,7 @@ def test_st_rollback_and_layer_rates_follow_a_scripted_acm_sequence(small):
     cfg = TrainConfig(epochs=6, batch_size=100, lr=0.05)
     snaps: list[dict] = []
     stack = _scripted(
-        DefenseStack.build([("st", {"tau": 1.0, "beta": 0.5, "val_per_class": 5})]),
+        DefenseStack.build([("st", {"tau": 1.0, "beta": 0.5, "val_per_class": 5, "select_n": 0})]),
         [0.5, 1.5, 0.7, 2.0, 0.9, 3.0],  # crosses τ = 1 in epochs 1, 3 and 5
         snaps,
     )
@@ -86,7 +86,7 @@ def test_st_full_fine_tunes_every_layer_after_the_staged_stage(small):
     tr, te = small
     snaps: list[dict] = []
     stack = _scripted(
-        DefenseStack.build([("st-full", {"tau": 1.0, "beta": 0.5, "val_per_class": 5, "finetune_epochs": 2, "finetune_lr": 0.02})]),
+        DefenseStack.build([("st-full", {"tau": 1.0, "beta": 0.5, "val_per_class": 5, "finetune_epochs": 2, "finetune_lr": 0.02, "select_n": 0})]),
         [5.0, 5.0, 5.0],  # every staged epoch crosses: all of stage 0 is rolled back
         snaps,
     )
@@ -107,7 +107,7 @@ def test_st_full_fine_tunes_every_layer_after_the_staged_stage(small):
 def test_st_validation_set_is_stratified_from_the_poisoned_train_set(small):
     tr, te = small
     poisoned = ImageData(tr.x.flip(-1), tr.y, tr.classes)  # any published (transformed) images
-    st = DefenseStack.build([("st", {"val_per_class": 7, "val_classes": 4})]).defenses[0]
+    st = DefenseStack.build([("st", {"val_per_class": 7, "val_classes": 4, "select_n": 0})]).defenses[0]
     st.setup(None, poisoned, 10)
     assert torch.bincount(st.val_y, minlength=10).tolist() == [7, 7, 7, 7, 0, 0, 0, 0, 0, 0]
     rows = {bytes(r.numpy()) for r in poisoned.x.flatten(1)}
@@ -159,3 +159,34 @@ def test_calibrate_keeps_the_pair_that_scores_best_on_clean_images(small):
     assert out["scores"][0]["crossings"] == 2 and out["scores"][1]["crossings"] == 0  # τ tiny: every epoch crosses
     assert out["val_acc"] == max(s["val_acc"] for s in out["scores"])
     assert (out["tau"], out["beta"]) == next((s["tau"], s["beta"]) for s in out["scores"] if s["val_acc"] == out["val_acc"])
+
+
+@pytest.mark.parametrize("variant", ["st", "st-cg", "st-full"])
+def test_st_never_ends_below_the_best_model_it_has_seen(mini, variant):
+    """On a poisoned slice (a class-wise shortcut), with a τ low enough to roll back and freeze
+    layers: the model ST ends with scores, on its clean held-out images, as well as the best
+    epoch it saw, whatever the rollbacks did; its row says how τ and β were chosen."""
+    from bench.perturbation import Perturbation, apply_perturbation
+    from bench.trainer import accuracy
+
+    tr = mini.train.subset(torch.arange(0, 2000, 4))
+    held = mini.train.subset(torch.arange(1, 2000, 40))  # 50 clean images outside tr
+    te = mini.test.subset(torch.arange(0, 500, 2))
+    g = torch.Generator().manual_seed(0)
+    shortcut = Perturbation((torch.rand((10, 3, 32, 32), generator=g) * 2 - 1) * 32 / 255, "class")
+    poisoned = apply_perturbation(tr, shortcut)
+    params = {"tau": 0.3, "beta": 0.5, "val_per_class": 5, "embedding": "pca", "calibration": "test: a forced low tau"}
+    if variant == "st-full":
+        params |= {"finetune_epochs": 2, "finetune_lr": 0.02}
+    stack = DefenseStack.build([(variant, params)])
+    torch.manual_seed(0)
+    model = create_model("convnet_cifar", num_classes=10)
+    res = fit(model, poisoned, te, TrainConfig(epochs=5, batch_size=50, lr=0.05), stack, seed=0, holdout=held)
+    rep = res.extra["st"]
+    assert rep["crossings"] >= 1  # the rollbacks and the layer freezing did act
+    st = stack.defenses[0]
+    ended = accuracy(model, st.sel_x, st.sel_y)
+    seen = [h["select_acc"] for h in rep["select_history"]]
+    assert len(seen) == res.epochs_run and ended >= max(seen) - 1e-9 and rep["best"]["score"] == max(seen)
+    assert res.clean_acc_final == pytest.approx(accuracy(model, te.x, te.y))  # the row's number is the model kept
+    assert rep["calibration"] == "test: a forced low tau" and rep["select_n"] == 20

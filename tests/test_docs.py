@@ -32,3 +32,37 @@ def test_docs_links_resolve():
             if not (md.parent / target).exists():
                 broken.append(f"{md.relative_to(REPO)} -> {target}")
     assert broken == []
+
+
+def _readme_commands() -> list[list[str]]:
+    import shlex
+
+    text = (REPO / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", text, re.S)
+    cmds = []
+    for block in blocks:
+        for line in block.splitlines():
+            line = line.split("#", 1)[0].strip()
+            for part in re.split(r"&&|\s\|\s", line):
+                words = shlex.split(part.replace(".venv/bin/", ""))
+                if words and words[0] == "uebench":
+                    cmds.append(words)
+    return cmds
+
+
+def test_the_readme_commands_exist_with_the_options_they_use():
+    """Every `uebench ...` in the README names a real command, and every --option it uses
+    is one that command takes (the commands themselves run in the other tests)."""
+    from click.testing import CliRunner
+
+    from bench.cli import main
+
+    cmds = _readme_commands()
+    assert len(cmds) > 15
+    for words in cmds:
+        path = [w for w in words[1:3] if not w.startswith("-") and w.isidentifier()]
+        sub = path[:2] if path[:1] in (["cache"], ["show"], ["export"]) else path[:1]
+        res = CliRunner().invoke(main, [*sub, "--help"])
+        assert res.exit_code == 0, (words, res.output)
+        for opt in [w.split("=")[0] for w in words if w.startswith("--")]:
+            assert opt in res.output, (words, opt)

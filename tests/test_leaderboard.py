@@ -164,8 +164,9 @@ def test_write_makes_the_csv_and_figures_beside_the_markdown(tiny_run, tmp_path)
 
 
 def test_the_python_api_runs_loads_and_builds(tmp_path):
-    import bench.lab as lab
     from conftest import DATA
+
+    import bench.lab as lab
 
     cfg = {"datasets": [{"name": "cifar10-mini", "n_train": 200, "n_test": 100}], "attacks": ["none", "random"],
            "archs": ["mlp"], "train": {"epochs": 1, "batch_size": 50}}

@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from conftest import DATA, TINY_CONFIG, run_cli
 
 from bench.cli import main
+from bench.config import ConfigError
 from bench.results import ResultRow, read_rows
 
 TINY = {
@@ -282,6 +283,17 @@ def test_8_12_unreadable_or_ambiguous_yaml_is_one_line(tmp_path, content, fragme
     rejected(cli("run", str(cfg), "--dry-run", "--results-dir", str(tmp_path / "r")), fragment)
 
 
+def test_12_merge_keys_merge_and_a_written_key_overrides_the_merged_one(tmp_path):
+    from bench.configfile import read_yaml
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("base: &b {a: 1, b: 2}\nmerged: {<<: *b, b: 3}\ntwice: {<<: *b, c: 4, c: 5}\n")
+    with pytest.raises(ConfigError, match="duplicate key 'c'"):
+        read_yaml(cfg)
+    cfg.write_text("base: &b {a: 1, b: 2}\nmerged: {<<: *b, b: 3}\n")
+    assert read_yaml(cfg)["merged"] == {"a": 1, "b": 3}
+
+
 def test_12_an_alias_bomb_is_refused_quickly(tmp_path):
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
     lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
@@ -314,7 +326,7 @@ def test_9_infinite_huge_or_boolean_numbers_are_refused(tmp_path, change, fragme
         ({"attacks": [{"name": "none", "extra": 1}]}, "attacks.0.extra: unknown field (allowed: label, name, params)"),
         ({"apply": {"mod": "signed"}}, "apply.mod: unknown field; did you mean 'mode'? (allowed: mode, rounding)"),
         ({"datasets": [{"name": "cifar10-mini", "ntrain": 5}]},
-         "datasets.0.ntrain: unknown field; did you mean 'n_train'? (allowed: n_test, n_train, name, params, subset_seed)"),
+         "datasets.0.ntrain: unknown field; did you mean 'n_train'? (allowed: holdout, n_test, n_train, name, params, subset_seed)"),
     ],
 )
 def test_13_unknown_keys_anywhere_list_the_allowed_ones(tmp_path, change, fragment):
@@ -327,7 +339,8 @@ def test_10_a_device_this_machine_lacks_is_refused_before_any_work(tmp_path):
     cfg = write_config(tmp_path / "c.yaml", TINY)
     if not torch.cuda.is_available():
         rejected(cli("run", str(cfg), "--device", "cuda", "--results-dir", str(tmp_path / "r")), "--device: cuda requested, but CUDA is not available")
-    rejected(cli("run", str(cfg), "--device", "cuda:abc", "--results-dir", str(tmp_path / "r")), "device: must be auto, cpu, cuda, cuda:N or mps (got 'cuda:abc')")
+    rejected(cli("run", str(cfg), "--device", "cuda:abc", "--results-dir", str(tmp_path / "r")),
+             "device: must be auto, cpu, cuda, cuda:N or mps (got 'cuda:abc')")
     assert not (tmp_path / "r").exists()
 
 

@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import DATA, REPO, TINY_CONFIG, run_cli
 
 from bench.results import read_rows, render
-from conftest import DATA, REPO, TINY_CONFIG, run_cli
 
 
 def _lines(path: Path) -> list[list[str]]:
@@ -163,7 +163,8 @@ def test_a_poison_exported_as_npz_or_pngs_evaluates_like_the_attack_that_made_it
     theirs = {r.attack: r for r in read_rows(tmp_path / "r" / "outside.csv")}
     for label in ("ext-npz", "ext-png"):
         r = theirs[label]
-        assert (r.clean_acc_final, r.train_acc_final, r.poison_linf, r.poison_l2) == (mine.clean_acc_final, mine.train_acc_final, mine.poison_linf, mine.poison_l2)
+        same = ("clean_acc_final", "train_acc_final", "poison_linf", "poison_l2")
+        assert [getattr(r, f) for f in same] == [getattr(mine, f) for f in same]
         assert json.loads(r.attack_stats)["pinned"] is True
     # a poison over its declared budget fails its cells; a missing file is refused before any work
     over = tmp_path / "over.yaml"

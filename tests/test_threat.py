@@ -1,6 +1,8 @@
 """Publishing a perturbation (signed / rectified, ratio) and the threat-model validator."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -91,3 +93,45 @@ def test_poison_ratio_mask_leaves_the_rest_clean(clean):
     pub = apply_perturbation(clean, Perturbation(delta, "class"), mask=mask)
     assert torch.equal(pub.x[~mask], clean.x[~mask])
     assert (pub.x[mask] != clean.x[mask]).flatten(1).any(1).all()
+
+
+# -- the filter norm (class-wise convolutions, CUDA) --------------------------------------------
+class _FilterParams:
+    blur, kernel_size = 0.3, 3
+
+
+def test_the_filter_norm_describes_and_measures_its_kernels(clean):
+    from bench.perturbation import FilterPerturbation
+    from bench.threat import PoisonStats, check_kernels
+
+    threat = ThreatModel("filter", "blur")
+    assert threat.describe() == "filter (blur)" and threat.describe(_FilterParams()) == "filter=0.3"
+    assert PoisonStats(0, 0, 0, math.inf, 0).of("filter") == math.inf  # unmeasured fails any budget
+    with pytest.raises(ValueError, match="threat norm"):
+        ThreatModel("blur", "blur")
+    k = torch.zeros(10, 3, 3)
+    k[:, 1, 1] = 1.0  # the identity filter: a filter "poison" that changes nothing
+    assert check_kernels("x", threat, _FilterParams(), k) == 0.0
+    pert = FilterPerturbation(k, normalize="clip")
+    pub = apply_perturbation(clean, pert)
+    assert torch.equal(pub.x, clean.x)
+    stats = validate_poison("x", threat, _FilterParams(), clean, pub, pert=pert)
+    assert stats.changed == 0 and stats.blur == 0.0
+    k[:, 0, 0] = 0.3  # at the budget: allowed; just past it: not
+    assert check_kernels("x", threat, _FilterParams(), k) == pytest.approx(0.3)
+    k[4, 2, 2] = 0.31
+    with pytest.raises(ThreatModelError, match=r"filter budget filter=0.3 breached: measured 0.31 \(off-peak tap of class 4\)"):
+        check_kernels("x", threat, _FilterParams(), k)
+
+
+def test_the_filter_norm_needs_the_declared_kernel_size(clean):
+    from bench.perturbation import FilterPerturbation
+
+    class NoSize:
+        blur = 0.3
+
+    k = torch.zeros(10, 3, 3)
+    k[:, 1, 1] = 1.0
+    pert = FilterPerturbation(k)
+    with pytest.raises(ThreatModelError, match="needs the params field 'kernel_size'"):
+        validate_poison("x", ThreatModel("filter", "blur"), NoSize(), clean, apply_perturbation(clean, pert), pert=pert)

@@ -72,8 +72,22 @@ class STParams(BaseModel):
     tsne_iters: int = Field(1000, ge=250, description="t-SNE iterations (UNKNOWN; scikit-learn's default)")
     val_per_class: int = Field(100, ge=2, description="V: poisoned training images per class (paper: 100 on CIFAR-10)")
     val_classes: int = Field(10, ge=2, description="V uses the first k classes (paper: 10)")
-    lr_scale: float = Field(1.0, gt=0, description="multiplies the matrix lr (ST-CG: 2, the paper's 0.2 vs 0.1)")
-    seed: int = Field(0, description="seed of V's draw and of t-SNE")
+    lr_scale: float = Field(1.0, gt=0, le=100, description="multiplies the matrix lr (ST-CG: 2, the paper's 0.2 vs 0.1)")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="seed of V's draw and of t-SNE")
+    select_n: int = Field(
+        20, ge=0, le=10_000,
+        description="clean held-out images (the dataset's `holdout`) that pick the model ST ends with and fine-tunes "
+        "from: the best of every epoch's model, rolled back or not (the paper's 20 clean images); 0: the last kept model",
+    )
+    min_mult: float = Field(0.0, ge=0, le=1, description="floor of every λ_l (0, the reconstruction's rule: layers may freeze for good)")
+    calibration: str = Field(
+        "", max_length=300,
+        description="how τ and β were chosen (e.g. the calibration run that picked them); empty: uncalibrated defaults",
+    )
+
+    def needs_holdout(self) -> int:
+        """Clean held-out images these params need from the dataset (checked before a run)."""
+        return self.select_n
 
 
 @DEFENSES.register(
@@ -95,6 +109,9 @@ class ProgressiveStagedTraining(Defense):
         self._stage = -1
         self.val_x = self.val_y = None
         self.measure = self._measure  # model -> ACM; replaceable, e.g. by a scripted sequence
+        self.sel_x = self.sel_y = None
+        self.best: dict | None = None  # the best model seen: {"score", "stage", "epoch", "state"}
+        self.scores: list[dict] = []
 
     # -- V and ACM ------------------------------------------------------------------------
     def setup(self, model, train, num_classes):
@@ -104,6 +121,37 @@ class ProgressiveStagedTraining(Defense):
         k = int(torch.unique(y[first]).numel())
         pick = first[stratified_indices(y[first], p.val_per_class * k, p.seed)].to(train.x.device)
         self.val_x, self.val_y = train.x[pick], train.y[pick]
+        if p.select_n:
+            h = self.holdout
+            if h is None or len(h) < p.select_n:
+                have = 0 if h is None else len(h)
+                raise ValueError(f"st: select_n {p.select_n} needs that many clean held-out images, the dataset has {have}; "
+                                 f"give the dataset `holdout: {p.select_n}` (or set select_n: 0)")
+            sel = stratified_indices(h.y.cpu(), p.select_n, p.seed).to(h.x.device)
+            self.sel_x, self.sel_y = h.x[sel], h.y[sel]
+
+    # -- the model ST ends with: never below the best it has seen (on its clean images) --------
+    def _consider(self, state) -> None:
+        """Score this epoch's model (before any rollback) and keep it if it is the best yet;
+        a tie goes to the later epoch (it has trained more)."""
+        if self.sel_x is None:
+            return
+        import copy
+
+        from bench.trainer import accuracy
+
+        score = accuracy(state.model, self.sel_x, self.sel_y)
+        self.scores.append({"stage": state.stage, "epoch": state.epoch, "select_acc": round(score, 4)})
+        if self.best is None or score >= self.best["score"]:
+            self.best = {"score": score, "stage": state.stage, "epoch": state.epoch, "state": copy.deepcopy(state.model.state_dict())}
+
+    def on_train_end(self, model) -> bool:
+        from bench.trainer import accuracy
+
+        if self.best is None or self.best["score"] <= accuracy(model, self.sel_x, self.sel_y):
+            return False
+        model.load_state_dict(self.best["state"])
+        return True
 
     def _measure(self, model) -> float:
         p = self.params
@@ -113,7 +161,7 @@ class ProgressiveStagedTraining(Defense):
     def multipliers(self) -> list[float]:
         """λ_1..λ_L for the current crossing count, times ``lr_scale``."""
         lam = RULES[self.params.multiplier_rule](self.count, self.params.beta, self.n_layers)
-        return [self.params.lr_scale * m for m in lam]
+        return [self.params.lr_scale * max(self.params.min_mult, m) for m in lam]
 
     def param_groups(self, model):
         from bench.models import blocks_of
@@ -126,11 +174,14 @@ class ProgressiveStagedTraining(Defense):
         if n_grouped != n_model:
             raise ValueError(f"st: blocks_of({type(model).__name__}) covers {n_grouped} of {n_model} parameters")
         self.n_layers = len(blocks)
+        if self._stage > 0 and self.best is not None:  # ST-Full fine-tunes the best model of the staged stage
+            model.load_state_dict(self.best["state"])
         # the main stage starts from the current λ; a fine-tuning stage trains every layer at 1
         mults = self.multipliers() if self._stage == 0 else [1.0] * len(blocks)
         return [{"params": g, "lr_mult": m} for g, m in zip(groups, mults)]
 
     def on_epoch_end(self, state):
+        self._consider(state)
         if state.stage > 0:  # ST-Full's fine-tuning stage: plain training
             return None
         import time
@@ -170,6 +221,11 @@ class ProgressiveStagedTraining(Defense):
                 "val_size": 0 if self.val_y is None else len(self.val_y),
                 "crossings": self.count,
                 "acm_history": self.history,
+                "min_mult": p.min_mult,
+                "select_n": p.select_n,
+                "best": None if self.best is None else {k: v for k, v in self.best.items() if k != "state"},
+                "select_history": self.scores,
+                "calibration": p.calibration or None,
             }
         }
 
