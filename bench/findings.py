@@ -185,8 +185,11 @@ def evaluate(df: pd.DataFrame, arch: str | None = None) -> list[tuple[Finding, O
 
 
 def markdown(results: list[tuple[Finding, Outcome]]) -> str:
+    """A table of the findings, then for each the cells it compared (mean ± std over seeds, n runs)."""
     lines = ["| finding | source | claim | paper | measured | holds |", "|---|---|---|---|---|---|"]
     for f, o in results:
         mark = {True: "yes", False: "**no**", None: "not run"}[o.holds]
         lines.append(f"| {f.key} | {f.source} | {f.claim} | {f.paper} | {o.measured} | {mark} |")
+    lines += ["", "Cells compared (clean test accuracy %, mean ± std over seeds, n runs):", ""]
+    lines += [f"- **{f.key}**: " + ("; ".join(o.detail) if o.detail else "—") for f, o in results]
     return "\n".join(lines)

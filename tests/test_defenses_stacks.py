@@ -69,13 +69,20 @@ def test_a_config_names_stacks_and_labels_them():
     assert stack.cost == 8.0
 
 
-def test_defenses_cpu_config_crosses_attacks_with_the_defense_family():
-    m = load_matrix(REPO / "configs" / "defenses_cpu.yaml")
-    names = [[d.name for d in s] for s in m.defenses]
-    assert all(len(s) == 1 for s in names)
-    assert {"standard", "grayscale", "bdr", "mixup", "at", "st"} <= {s[0] for s in names}
-    assert any(d.name == "bdr" and DEFENSES.validate("bdr", d.params).bits == 2 for s in m.defenses for d in s)
-    assert {"none", "random"} <= {a.name for a in m.attacks}
+def test_the_cpu_configs_cross_attacks_with_the_defense_family():
+    """repro_cpu (the seed papers' defenses) and coverage_cpu (the field's attacks against
+    APBench's main defenses) parse, and cross what their comments say they cross."""
+    from bench.plan import plan
+
+    repro = load_matrix(REPO / "configs" / "repro_cpu.yaml")
+    defenses = {d.name for c in plan(repro).cells for d in c.defense}
+    assert {"standard", "grayscale", "bdr", "jpeg", "mixup", "at", "st", "st-cg", "st-full"} <= defenses
+    assert any(d.name == "bdr" and DEFENSES.validate("bdr", d.params).bits == 2 for sub in repro.matrices() for s in sub.defenses for d in s)
+    cover = load_matrix(REPO / "configs" / "coverage_cpu.yaml")
+    cells = plan(cover).cells
+    assert {"tap", "hypo", "ar", "cuda", "lsp", "ops", "em-sample"} <= {c.poison.attack.name for c in cells}
+    assert {"standard", "iss-gray", "iss-jpeg", "bdr", "at", "ueraser", "st-full"} == {d.name for c in cells for d in c.defense}
+    assert len(cells) == 10 * 7
 
 
 def test_run_records_robust_accuracy_cost_and_report(tmp_path):

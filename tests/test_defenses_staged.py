@@ -190,3 +190,39 @@ def test_st_never_ends_below_the_best_model_it_has_seen(mini, variant):
     assert len(seen) == res.epochs_run and ended >= max(seen) - 1e-9 and rep["best"]["score"] == max(seen)
     assert res.clean_acc_final == pytest.approx(accuracy(model, te.x, te.y))  # the row's number is the model kept
     assert rep["calibration"] == "test: a forced low tau" and rep["select_n"] == 20
+
+
+def test_calibrate_st_command_scores_the_grid_on_the_holdout_of_a_matrix_poison(tmp_path):
+    """`uebench calibrate-st` takes the matrix's poison and its ST params, trains one exploiter
+    per (τ, β), and records every holdout score and the best pair; a dataset without a holdout
+    or an attack the matrix lacks is a one-line error that writes nothing."""
+    import json
+
+    from conftest import run_cli
+
+    cfg = tmp_path / "cal.yaml"
+    cfg.write_text(
+        "name: cal\n"
+        "datasets: [{name: cifar10-mini, n_train: 300, n_test: 100, holdout: 20}]\n"
+        "attacks: [{name: random, params: {mode: class}}]\n"
+        "defenses: [standard, {name: st, params: {val_per_class: 5, tsne_iters: 250, select_n: 20}}]\n"
+        "archs: [mlp]\ntrain: {epochs: 3, batch_size: 64, lr: 0.05}\n"
+    )
+    env = {**__import__("os").environ, "UEBENCH_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "cal.json"
+    proc = run_cli("calibrate-st", str(cfg), "--attack", "random", "--taus", "0.3,50", "--betas", "0.5", "--output", str(out), env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rec = json.loads(out.read_text())
+    assert [(s["tau"], s["beta"]) for s in rec["scores"]] == [(0.3, 0.5), (50.0, 0.5)]
+    assert rec["holdout"] == 20 and rec["params"] == {"val_per_class": 5, "tsne_iters": 250, "select_n": 20}
+    best = max(rec["scores"], key=lambda s: s["val_acc"])
+    assert (rec["tau"], rec["beta"], rec["holdout_acc"]) == (best["tau"], best["beta"], best["val_acc"])
+    assert rec["scores"][1]["crossings"] == 0 and rec["scores"][0]["crossings"] > 0  # τ = 50 never crosses, 0.3 does
+    assert f"tau: {rec['tau']:g}" in proc.stdout and "calibration:" in proc.stdout
+
+    nohold = tmp_path / "nohold.yaml"
+    nohold.write_text(cfg.read_text().replace(", holdout: 20", ""))
+    for args, msg in (([str(nohold), "--attack", "random"], "has no clean holdout"), ([str(cfg), "--attack", "em-sample"], "--attack: no fully poisoned cell")):
+        bad = tmp_path / "bad.json"
+        proc = run_cli("calibrate-st", *args, "--output", str(bad), env=env)
+        assert proc.returncode == 2 and msg in proc.stderr and len(proc.stderr.strip().splitlines()) == 1 and not bad.exists(), proc.stderr

@@ -4,6 +4,7 @@ scale, with what caveats."""
 from __future__ import annotations
 
 import csv
+import json
 import random
 import shutil
 from pathlib import Path
@@ -176,3 +177,23 @@ def test_the_python_api_runs_loads_and_builds(tmp_path):
     assert sorted(again["cell_hash"]) == sorted(df["cell_hash"])
     md = lab.leaderboard(again[again["attack"] == "random"])
     assert "| random |" in md and "| none |" not in md and "no clean reference" in md
+
+
+def test_st_rows_get_an_acm_figure_clean_against_poisoned(tmp_path):
+    """Where ST rows exist, the section links a figure of ACM per epoch (clean vs each poison,
+    τ marked), drawn from the ACM history each row's report carries; other sections get none."""
+    rows = rows_from({("none", "standard"): [70.0], ("none", "st"): [65.0], ("alpha", "standard"): [20.0], ("alpha", "st"): [40.0]})
+    for i, r in enumerate(rows):
+        if r.defense == "st":
+            hist = [{"epoch": e, "acm": (0.5 + 0.03 * e) * (1 if r.attack == "none" else 2)} for e in range(6)]
+            rows[i] = r.model_copy(update={"defense_report": json.dumps({"st": {"tau": 1.0, "acm_history": hist}})})
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "st.csv").write_text(render(rows))
+    board = write(tmp_path / "r", tmp_path / "out" / "leaderboard.md")
+    (s,) = board.sections
+    png = tmp_path / "out" / "leaderboard" / f"{s.slug}-st-acm.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"leaderboard/{s.slug}-st-acm.png" in board.markdown
+
+    (tmp_path / "r" / "st.csv").write_text(render([r for r in rows if r.defense != "st"]))
+    board = write(tmp_path / "r", tmp_path / "plain" / "leaderboard.md")
+    assert "st-acm" not in board.markdown and not list((tmp_path / "plain" / "leaderboard").glob("*st-acm*"))

@@ -1,7 +1,8 @@
 """The leaderboard's figures (matplotlib, headless): per section an attack × defense heatmap
 and the learning curves (clean test accuracy per epoch under standard training, each attack
 against the clean reference, the curve the papers show); accuracy vs poison ratio where
-ratios exist. Small PNGs beside the leaderboard, written only when their content changed.
+ratios exist; ST's cluster measure (ACM) per epoch on each poison against the clean data
+where ST rows exist (how its threshold τ sits between the two). Small PNGs beside the leaderboard, written only when their content changed.
 """
 from __future__ import annotations
 
@@ -106,6 +107,48 @@ def ratio_plot(s: Section, path: Path) -> bool:
     return True
 
 
+def _acm(report: str) -> tuple[list[float], float] | None:
+    """The ACM history and τ of a row's ST report, or None (not an ST row)."""
+    try:
+        st = json.loads(report or "{}").get("st") or {}
+        hist = [float(h["acm"]) for h in st.get("acm_history", [])]
+        return (hist, float(st["tau"])) if hist else None
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
+def acm_plot(s: Section, rows: pd.DataFrame, path: Path) -> bool:
+    """ACM per epoch of every ST-family run, one panel per ST variant: each attack a colour,
+    the clean data black, τ dashed; False if the section has no ST row."""
+    st_rows = rows[rows["defense_report"].fillna("").str.contains('"acm_history"', regex=False)] if "defense_report" in rows else rows[:0]
+    variants = sorted(st_rows["defense"].unique()) if len(st_rows) else []
+    if not variants:
+        return False
+    plt = _figure()
+    fig, axes = plt.subplots(1, len(variants), figsize=(3.4 * len(variants), 2.8), squeeze=False, sharey=True)
+    for ax, d in zip(axes[0], variants):
+        taus = set()
+        for a, g in st_rows[st_rows["defense"] == d].groupby("attack"):
+            for k, rep in enumerate(g["defense_report"]):
+                got = _acm(rep)
+                if got is None:
+                    continue
+                hist, tau = got
+                taus.add(tau)
+                ax.plot(range(1, len(hist) + 1), hist, lw=2.0 if a == "none" else 1.0, color="black" if a == "none" else None,
+                        label=a if k == 0 else None, alpha=0.9)
+        for tau in taus:
+            ax.axhline(tau, ls="--", lw=0.8, color="grey")
+        ax.set_title(f"{d}\nACM per epoch (τ dashed)", fontsize=7)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    axes[0][0].set_ylabel("ACM")
+    _save(fig, path)
+    plt.close(fig)
+    return True
+
+
 def draw(sections: list[Section], ok: pd.DataFrame, results_dir: Path, out_dir: Path, link_prefix: str) -> dict[str, dict[str, str]]:
     """Every figure of every section into ``out_dir``; returns section slug -> {name: link}."""
     links: dict[str, dict[str, str]] = {}
@@ -119,5 +162,7 @@ def draw(sections: list[Section], ok: pd.DataFrame, results_dir: Path, out_dir: 
             got["learning curves"] = f"{link_prefix}{s.slug}-curves.png"
         if ratio_plot(s, out_dir / f"{s.slug}-ratio.png"):
             got["accuracy vs poison ratio"] = f"{link_prefix}{s.slug}-ratio.png"
+        if acm_plot(s, rows, out_dir / f"{s.slug}-st-acm.png"):
+            got["ST's ACM, clean vs poisoned"] = f"{link_prefix}{s.slug}-st-acm.png"
         links[s.slug] = got
     return links
