@@ -257,6 +257,58 @@ def test_killed_run_is_finished_by_two_concurrent_reruns_with_the_uninterrupted_
     assert Cache(cache).verify() == [] and len(list(Cache(cache).entries(PERTURBATION))) == 4
 
 
+def _stat(pid: int) -> list[str] | None:
+    """State and parent of a process from Linux /proc; None once it is gone or a zombie."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] in ("Z", "X") else fields
+
+
+def _workers(pid: int) -> list[int]:
+    """Live spawned worker processes whose parent is ``pid``."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        child = int(stat.parent.name)
+        fields = _stat(child)
+        try:
+            spawned = b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if fields and int(fields[1]) == pid and spawned:
+            out.append(child)
+    return out
+
+
+def test_workers_end_when_their_driver_is_killed(tmp_path):
+    """SIGKILL (or SIGTERM) to the driver alone, not its process group: its worker processes
+    must not go on training cells of a plan nobody reads; they exit within a few seconds."""
+    cfg = tmp_path / "sched.yaml"
+    cfg.write_text(yaml.safe_dump({**BASE, "seeds": [0, 1, 2, 3], "train": {"epochs": 30, "batch_size": 64, "lr": 0.05}}))
+    cmd = [sys.executable, "-m", "bench.cli", "run", str(cfg), "--results-dir", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c"),
+           "--workers", "2", "--no-leaderboard"]
+    driver = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        workers: list[int] = []
+        while time.time() < deadline and driver.poll() is None and len(workers) < 2:
+            time.sleep(0.2)
+            workers = _workers(driver.pid)
+        assert len(workers) == 2, "no worker processes appeared:\n" + (driver.stderr.read()[-2000:] if driver.poll() is not None else "")
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=30)
+        deadline = time.time() + 15
+        while time.time() < deadline and any(_stat(w) for w in workers):
+            time.sleep(0.2)
+        assert [w for w in workers if _stat(w)] == [], "workers outlived their driver"
+    finally:
+        try:
+            os.killpg(driver.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def test_ray_executor_on_a_local_cluster_gives_the_local_numbers(finished, tmp_path):
     """The 2 attacks × 2 seeds matrix as Ray tasks on a 2-CPU cluster this test starts."""
     ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'uebench[ray]')")

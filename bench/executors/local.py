@@ -77,8 +77,28 @@ class InlineExecutor(Executor):
         return "local (in-process)"
 
 
-def _init_worker(slots, threads: int, gpus: list[int]) -> None:
-    """Pin this worker before torch initializes CUDA: one GPU, and its share of CPU threads."""
+def _exit_with_parent(parent: int, every: float = 1.0) -> None:
+    """End this worker as soon as the driver that spawned it is gone.
+
+    A driver stopped by SIGTERM or SIGKILL never shuts its pool down, and its workers would go
+    on training cells of a plan nobody reads, on cores the next run needs. A daemon thread
+    polls the parent pid (the worker is re-parented when the driver dies) and exits at once.
+    """
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="uebench-parent-watch", daemon=True).start()
+
+
+def _init_worker(slots, threads: int, gpus: list[int], parent: int) -> None:
+    """Pin this worker before torch initializes CUDA: one GPU, and its share of CPU threads;
+    and make it end with its driver."""
+    _exit_with_parent(parent)
     slot = slots.get()
     if gpus:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpus[slot % len(gpus)])
@@ -112,7 +132,7 @@ class PoolExecutor(Executor):
             for i in range(self.params.workers):
                 slots.put(i)
             self._pool = ProcessPoolExecutor(
-                max_workers=self.params.workers, mp_context=ctx, initializer=_init_worker, initargs=(slots, self.threads, self.gpus)
+                max_workers=self.params.workers, mp_context=ctx, initializer=_init_worker, initargs=(slots, self.threads, self.gpus, os.getpid())
             )
         return self._pool
 
