@@ -227,9 +227,10 @@ def fit(
     replaced = stack.on_train_end(model)  # e.g. ST ends with the best model it saw
     if curve[-1]["action"] == "rollback" or replaced:  # the model was restored: evaluate what training kept
         final = accuracy(net, x_test, y_test, cfg.eval_batch_size, channels_last, cfg.amp)
-    # a rolled-back epoch's model was discarded, so the peak is taken over the models training kept
+    # a rolled-back epoch's model was discarded, so the peak is taken over the models training
+    # kept; the model it ends with is kept too (ST may end with a model whose epoch was rolled back)
     kept = [(c["test_acc"], c["epoch"]) for c in curve if c["test_acc"] is not None and c["action"] != "rollback"]
-    peak, peak_epoch = max(kept or [(final, curve[-1]["epoch"])], key=lambda t: (t[0], -t[1]))
+    peak, peak_epoch = max([*kept, (final, curve[-1]["epoch"])], key=lambda t: (t[0], -t[1]))
     return TrainResult(
         clean_acc_final=final,
         clean_acc_peak=peak,

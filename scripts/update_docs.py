@@ -4,7 +4,8 @@
     python scripts/update_docs.py --check  # exit 1 if a block is out of date (tests do this)
 
 A generated block sits between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` markers.
-Blocks: ``schema`` (the results columns, from `bench.results.ResultRow`).
+Blocks: ``schema`` (the results columns, from `bench.results.ResultRow`) and ``findings``
+(the seed papers' findings F1-F8 checked on the published ``results/repro_cpu.csv``).
 """
 from __future__ import annotations
 
@@ -20,7 +21,22 @@ def blocks() -> dict[str, tuple[Path, str]]:
     sys.path.insert(0, str(REPO))
     from bench.results import schema_markdown
 
-    return {"schema": (REPO / "docs" / "results-schema.md", schema_markdown())}
+    return {
+        "schema": (REPO / "docs" / "results-schema.md", schema_markdown()),
+        "findings": (REPO / "docs" / "REPRODUCTION.md", findings_markdown(REPO / "results" / "repro_cpu.csv")),
+    }
+
+
+def findings_markdown(path: Path) -> str:
+    """The findings table over the rows at ``path`` (every finding "not run" without them)."""
+    import pandas as pd
+
+    from bench.findings import evaluate, markdown
+    from bench.results import ResultRow, read_rows
+
+    rows = read_rows(path) if path.exists() else []
+    df = pd.DataFrame([r.model_dump() for r in rows], columns=list(ResultRow.model_fields))
+    return markdown(evaluate(df))
 
 
 def render(text: str, name: str, body: str) -> str:

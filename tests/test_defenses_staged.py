@@ -189,6 +189,7 @@ def test_st_never_ends_below_the_best_model_it_has_seen(mini, variant):
     seen = [h["select_acc"] for h in rep["select_history"]]
     assert len(seen) == res.epochs_run and ended >= max(seen) - 1e-9 and rep["best"]["score"] == max(seen)
     assert res.clean_acc_final == pytest.approx(accuracy(model, te.x, te.y))  # the row's number is the model kept
+    assert res.clean_acc_peak >= res.clean_acc_final  # the model ST ends with is one training kept
     assert rep["calibration"] == "test: a forced low tau" and rep["select_n"] == 20
 
 

@@ -60,7 +60,7 @@ def test_the_readme_commands_exist_with_the_options_they_use():
     cmds = _readme_commands()
     assert len(cmds) > 15
     for words in cmds:
-        path = [w for w in words[1:3] if not w.startswith("-") and w.isidentifier()]
+        path = [w for w in words[1:3] if re.fullmatch(r"[a-z][a-z0-9-]*", w)]  # command names, not CONFIG or FILE
         sub = path[:2] if path[:1] in (["cache"], ["show"], ["export"]) else path[:1]
         res = CliRunner().invoke(main, [*sub, "--help"])
         assert res.exit_code == 0, (words, res.output)
