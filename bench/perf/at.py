@@ -82,7 +82,7 @@ def bench_at(arch: str, n: int, bs: int, epochs: int, steps: int, reps: int) -> 
         params = list(m.parameters())
         return m, sgd(params, params[0].device, lr=0.05, momentum=0.9, weight_decay=5e-4)
 
-    cfg = TrainConfig(epochs=epochs, batch_size=bs, lr=0.05, schedule="constant", grad_clip=None, eval_every=10**6)
+    cfg = TrainConfig(epochs=epochs, batch_size=bs, lr=0.05, schedule="constant", grad_clip=None, eval_every=10**5)
     stack = lambda: DefenseStack.build([("at", {"steps": steps})])
     fit(fresh()[0], train.subset(torch.arange(bs * 2)), test, cfg.model_copy(update={"epochs": 1}), stack(), seed=0)  # warm-up
     speeds: dict[str, list[float]] = {"trainer": [], "pure": [], "reference": []}

@@ -28,7 +28,7 @@ def bench_scaling(sizes: list[int], data_root, arch: str, epochs: int, pgd_steps
     for n in sizes:
         train = full.train.subset(stratified_indices(full.train.y, n, 0))
         torch.manual_seed(0)
-        res = fit(create_model(arch, num_classes=10), train, test, TrainConfig(epochs=epochs, batch_size=128, lr=0.05, eval_every=10**6), seed=0)
+        res = fit(create_model(arch, num_classes=10), train, test, TrainConfig(epochs=epochs, batch_size=128, lr=0.05, eval_every=10**5), seed=0)
         atk = ATTACKS.create("em", source_arch=arch, batch_size=512, pgd_steps=pgd_steps, max_rounds=2, stop_error=1e-9)
         t0 = time.perf_counter()
         pert = atk.generate(train.copy(), AttackContext(torch.device("cpu"), 0, 10, (3, 32, 32)))

@@ -34,7 +34,7 @@ def bench_st(arch: str, n: int, epochs: int, val_per_class: int) -> list[dict]:
     out.append({"defense": "standard", "epoch": std_epoch, "acm": 0.0})
     for emb in ("tsne", "pca"):
         torch.manual_seed(0)
-        stack = DefenseStack.build([("st", {"embedding": emb, "val_per_class": val_per_class, "tau": 1e9})])  # no rollback: same epochs
+        stack = DefenseStack.build([("st", {"embedding": emb, "val_per_class": val_per_class, "tau": 1e9, "select_n": 0})])  # no rollback or selection
         res = fit(create_model(arch, num_classes=10), train, test, cfg, stack, seed=0)
         hist = json.loads(json.dumps(res.extra))["st"]["acm_history"]
         acm = statistics.median(h["acm_seconds"] for h in hist)

@@ -124,7 +124,7 @@ def bench_trainer(
         epoch_s = _pure(m, xs, ys, opt, loss_fn, 1)[0]
         run_epochs = max(epochs, math.ceil(min_seconds / epoch_s))
         # same optimizer work in both loops: no grad clipping, constant lr, no channels_last on CPU
-        cfg = warm_cfg.model_copy(update={"epochs": run_epochs, "eval_every": 10**6})
+        cfg = warm_cfg.model_copy(update={"epochs": run_epochs, "eval_every": 10**5})
 
         epochs_s: dict[str, list[float]] = {"pure": [], "pure_fused": [], "trainer": [], "dataloader": []}
         ratios: list[float] = []
