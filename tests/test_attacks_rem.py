@@ -5,21 +5,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import DATA
+from publish_checks import assert_loud_copy_rejected, publish
 
 from attacks.delta import RandomTransform
 from attacks.rem import NoiseStep, RobustErrorMinimizing, _UnderAttack
 from attacks.source import frozen
 from bench.attack import AttackContext, threat_of
-from bench.config import parse_matrix
 from bench.data import Splits, stratified_indices
 from bench.defense import DefenseStack
 from bench.models import create_model
 from bench.perturbation import apply_perturbation
 from bench.pgd import PGD, pgd
-from bench.plan import plan
-from bench.poison import load_dataset, make_poison
-from bench.threat import ThreatModelError, validate_poison
 from bench.train_config import TrainConfig
 from bench.trainer import fit
 from registry import ATTACKS
@@ -67,31 +63,12 @@ def test_defaults_are_the_reference_script():
 CHEAP = dict(source_arch="mlp", train_steps=2, batch_size=100, pgd_steps=2, atk_steps=1, eot_samples=2)
 
 
-class Loud(RobustErrorMinimizing):
-    """REM with its δ scaled to reach 1.5 ε."""
-
-    def generate(self, train, ctx):
-        pert = super().generate(train, ctx)
-        pert.delta = pert.delta / pert.delta.abs().max() * 1.5 * self.params.epsilon / 255
-        return pert
-
-
 @pytest.mark.parametrize("name", ["rem", "rem-cpu"])
 def test_publish_path_keeps_the_budget_and_rejects_a_broken_attack(name):
-    m = parse_matrix({
-        "datasets": [{"name": "cifar10-mini", "n_train": 200, "n_test": 50}],
-        "attacks": [{"name": name, "params": CHEAP}], "archs": ["mlp"],
-    })
-    task = plan(m).cells[0].poison
-    clean = load_dataset(task.dataset, DATA)
-    poison = make_poison(task, m.apply, clean, None, torch.device("cpu"))  # generate, apply, validate
-    params = ATTACKS.validate(name, CHEAP)
+    poison, clean, params = publish(name, CHEAP)
     assert poison.facts.threat == threat_of(name).describe(params) and poison.facts.linf == 8  # random start + 2 steps of 1.6 reach ε
     assert poison.facts.source_arch == "mlp" and torch.equal(poison.splits.train.y, clean.train.y)
-    broken = Loud(params)
-    published = apply_perturbation(clean.train, broken.generate(clean.train, ctx_for(clean.train)))
-    with pytest.raises(ThreatModelError, match=f"attack '{name}': linf budget .* breached: measured"):
-        validate_poison(name, threat_of(name), params, clean.train, published)
+    assert_loud_copy_rejected(name, RobustErrorMinimizing, params, clean)
 
 
 # --------------------------------------------------------------------------- the noise step

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import DATA
+from publish_checks import assert_loud_copy_rejected, publish
 
 from attacks.error_max import ErrorMaximizing, ErrorMaxParams
 from bench.attack import AttackContext, threat_of
@@ -14,9 +14,7 @@ from bench.config import parse_matrix
 from bench.data import Splits, stratified_indices
 from bench.models import create_model
 from bench.perturbation import apply_perturbation
-from bench.plan import attack_params, plan
-from bench.poison import load_dataset, make_poison
-from bench.threat import ThreatModelError, validate_poison
+from bench.plan import attack_params
 from bench.train_config import TrainConfig
 from bench.trainer import fit
 from registry import ATTACKS, RegistryError
@@ -92,32 +90,13 @@ def test_error_max_is_unchanged():
 CHEAP = dict(source_arch="mlp", source_train={"epochs": 1, "lr": 0.02, "batch_size": 100, "augment": "none"}, pgd_steps=3, restarts=2, batch_size=100)
 
 
-class Loud(ErrorMaximizing):
-    """The attack with its δ scaled to reach 1.5 ε."""
-
-    def generate(self, train, ctx):
-        pert = super().generate(train, ctx)
-        pert.delta = pert.delta / pert.delta.abs().max() * 1.5 * self.params.epsilon / 255
-        return pert
-
-
 @pytest.mark.parametrize("name", ["tap", "hypo"])
 def test_publish_path_keeps_the_budget_and_rejects_a_broken_attack(name):
-    m = parse_matrix({
-        "datasets": [{"name": "cifar10-mini", "n_train": 200, "n_test": 50}],
-        "attacks": [{"name": name, "params": CHEAP}], "archs": ["mlp"],
-    })
-    task = plan(m).cells[0].poison
-    clean = load_dataset(task.dataset, DATA)
-    poison = make_poison(task, m.apply, clean, None, torch.device("cpu"))  # generate, apply, validate
-    params = ATTACKS.validate(name, CHEAP)
+    poison, clean, params = publish(name, CHEAP)
     assert poison.facts.threat == threat_of(name).describe(params)
     assert 0 < poison.facts.linf <= 8 and poison.facts.source_arch == "mlp"
     assert not torch.equal(poison.splits.train.x, clean.train.x) and torch.equal(poison.splits.train.y, clean.train.y)
-    broken = Loud(params)
-    published = apply_perturbation(clean.train, broken.generate(clean.train, ctx_for(clean.train)))
-    with pytest.raises(ThreatModelError, match=f"attack '{name}': linf budget .* breached: measured"):
-        validate_poison(name, threat_of(name), params, clean.train, published)
+    assert_loud_copy_rejected(name, ErrorMaximizing, params, clean)
 
 
 # --------------------------------------------------------------------------- behaviour
