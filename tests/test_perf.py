@@ -34,3 +34,13 @@ def test_benchmark_runs_and_prints_its_table(what, capsys):
         pytest.skip(FULL_COPY_REASON)
     assert main([what, *TINY[what]]) == 0
     assert EXPECT[what] in capsys.readouterr().out
+
+
+DEVICE_BENCHMARKS = ["trainer", "em", "at", "st", "scaling"]
+
+
+@pytest.mark.parametrize("what", DEVICE_BENCHMARKS)
+def test_benchmark_rejects_an_unusable_device_before_any_work(what):
+    with pytest.raises(SystemExit) as e:
+        main([what, *TINY[what], "--device", "cuda:99"])
+    assert str(e.value).startswith("error: --device: cuda:99 requested")

@@ -16,6 +16,10 @@ fused SGD kernel where torch has one (`bench.trainer.sgd`: same update, one kern
 fourth loop, ``pure-fused``, is the pure loop with that same optimizer: trainer/pure-fused is
 what the trainer's data pipeline and bookkeeping alone cost.
 
+Every loop runs on ``--device``; there the pure and reference loops get the trainer's CUDA
+defaults (bf16 autocast, channels_last: `bench.perf.device`), and the pure loops' batches are
+built on the device, as the trainer's uint8 set lives there.
+
 The pure loops get the trainer's exact batch sizes (the last, partial batch too), every loop
 is warmed up first, and runs last at least ``--min-seconds``. The loops alternate epoch by
 epoch: after each trainer epoch, fit's progress callback runs one epoch of each pure loop
@@ -30,28 +34,33 @@ import argparse
 import statistics
 import time
 
+from bench.perf.device import BenchDevice, add_device_argument
+
 _PREPARED_EPOCHS = 2
 """Distinct shuffled epochs of pre-built batches the pure loops cycle through."""
 
 
-def _pure(model, xs, ys, opt, loss_fn, epochs: int, first: int = 0) -> list[float]:
+def _pure(model, xs, ys, opt, loss_fn, epochs: int, bd, first: int = 0) -> list[float]:
     """Seconds of each of ``epochs`` passes over the pre-built batches (cycling through the
     prepared epochs, starting at epoch ``first``)."""
     per_epoch = len(xs) // _PREPARED_EPOCHS
     out = []
     for e in range(first, first + epochs):
         k = e % _PREPARED_EPOCHS
+        bd.sync()
         t0 = time.perf_counter()
         for xb, yb in zip(xs[k * per_epoch : (k + 1) * per_epoch], ys[k * per_epoch : (k + 1) * per_epoch]):
-            loss = loss_fn(model(xb), yb)
+            with bd.autocast():
+                loss = loss_fn(model(xb), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+        bd.sync()
         out.append(time.perf_counter() - t0)
     return out
 
 
-def _dataloader(model, data, bs, opt, loss_fn, workers) -> float:
+def _dataloader(model, data, bs, opt, loss_fn, workers, bd) -> float:
     import numpy as np
     import torch
     from PIL import Image
@@ -68,20 +77,25 @@ def _dataloader(model, data, bs, opt, loss_fn, workers) -> float:
         def __getitem__(self, i):
             return tf(imgs[i]), int(labels[i])
 
-    loader = torch.utils.data.DataLoader(DS(), batch_size=bs, shuffle=True, num_workers=workers, drop_last=True)
+    loader = torch.utils.data.DataLoader(DS(), batch_size=bs, shuffle=True, num_workers=workers, drop_last=True,
+                                         pin_memory=bd.dev.type == "cuda")
+    bd.sync()
     t0 = time.perf_counter()
     n = 0
     for xb, yb in loader:
-        loss = loss_fn(model(xb), yb)
+        xb, yb = bd.input(xb), yb.to(bd.dev, non_blocking=True)
+        with bd.autocast():
+            loss = loss_fn(model(xb), yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         n += len(xb)
+    bd.sync()
     return n / (time.perf_counter() - t0)
 
 
 def bench_trainer(
-    archs: list[str], n: int, bs: int, epochs: int, reps: int, workers: int, min_seconds: float
+    archs: list[str], n: int, bs: int, epochs: int, reps: int, workers: int, min_seconds: float, bd
 ) -> list[dict]:
     import math
 
@@ -104,26 +118,26 @@ def bench_trainer(
     for _ in range(_PREPARED_EPOCHS):
         perm = torch.randperm(len(train), generator=g)
         for s in range(0, steps * bs, bs):
-            xs.append(train.x[perm[s : s + bs]].float() / 255)
-            ys.append(train.y[perm[s : s + bs]])
+            xs.append(bd.input(train.x[perm[s : s + bs]]).float() / 255)
+            ys.append(train.y[perm[s : s + bs]].to(bd.dev))
     out = []
     for arch in archs:
 
         def fresh(fused: bool = False):
             torch.manual_seed(0)
-            m = create_model(arch, num_classes=10)
+            m = bd.model(create_model(arch, num_classes=10))
             kw = {"fused": True} if fused else {}
             return m, torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4, **kw)
 
         # warm-up of every loop (first-call allocations, lazy imports); it also sizes the runs
         warm_cfg = TrainConfig(epochs=1, batch_size=bs, lr=0.01, schedule="constant", grad_clip=None)
-        fit(fresh()[0], train.subset(torch.arange(bs * 2)), test, warm_cfg, seed=0)
+        fit(fresh()[0], train.subset(torch.arange(min(len(train), bs * 2))), test, warm_cfg, seed=0, device=bd.dev)
         m, opt = fresh(fused=True)
-        _pure(m, xs[:2], ys[:2], opt, loss_fn, 1)
+        _pure(m, xs[:2], ys[:2], opt, loss_fn, 1, bd)
         m, opt = fresh()
-        epoch_s = _pure(m, xs, ys, opt, loss_fn, 1)[0]
+        epoch_s = _pure(m, xs, ys, opt, loss_fn, 1, bd)[0]
         run_epochs = max(epochs, math.ceil(min_seconds / epoch_s))
-        # same optimizer work in both loops: no grad clipping, constant lr, no channels_last on CPU
+        # same optimizer work in both loops: no grad clipping, constant lr; the device's defaults
         cfg = warm_cfg.model_copy(update={"epochs": run_epochs, "eval_every": 10**5})
 
         epochs_s: dict[str, list[float]] = {"pure": [], "pure_fused": [], "trainer": [], "dataloader": []}
@@ -137,17 +151,17 @@ def bench_trainer(
             fused_s: list[float] = []
 
             def between(done, total, **_):
-                pure_s.extend(_pure(m, xs, ys, opt, loss_fn, 1, done))
-                fused_s.extend(_pure(mf, xs, ys, optf, loss_fn, 1, done))
+                pure_s.extend(_pure(m, xs, ys, opt, loss_fn, 1, bd, done))
+                fused_s.extend(_pure(mf, xs, ys, optf, loss_fn, 1, bd, done))
 
-            trainer_s = [c["train_seconds"] for c in fit(fresh()[0], train, test, cfg, seed=0, progress=between).curve]
+            trainer_s = [c["train_seconds"] for c in fit(fresh()[0], train, test, cfg, seed=0, progress=between, device=bd.dev).curve]
             epochs_s["pure"] += pure_s
             epochs_s["pure_fused"] += fused_s
             epochs_s["trainer"] += trainer_s
             ratios.append(statistics.median(pure_s) / statistics.median(trainer_s))
             fused_ratios.append(statistics.median(fused_s) / statistics.median(trainer_s))
             m, opt = fresh()
-            epochs_s["dataloader"].append(len(train) / _dataloader(m, train, bs, opt, loss_fn, workers))
+            epochs_s["dataloader"].append(len(train) / _dataloader(m, train, bs, opt, loss_fn, workers, bd))
         speed = {k: len(train) / statistics.median(v) for k, v in epochs_s.items()}
         out.append(
             {
@@ -170,13 +184,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-seconds", type=float, default=2.0, help="more epochs until a run lasts about this long")
     p.add_argument("--reps", type=int, default=7)
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers of the reference-style loop")
+    add_device_argument(p)
 
 
 def run(a: argparse.Namespace) -> int:
     import torch
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {a.batch_size}, {a.n} images, {a.reps} reps, median epoch")
-    rows = bench_trainer(a.archs.split(","), a.n, a.batch_size, a.epochs, a.reps, a.workers, a.min_seconds)
+    bd = BenchDevice.from_arg(a.device)
+    print(f"torch {torch.__version__}, {bd.describe()}, batch {a.batch_size}, {a.n} images, {a.reps} reps, median epoch")
+    rows = bench_trainer(a.archs.split(","), a.n, a.batch_size, a.epochs, a.reps, a.workers, a.min_seconds, bd)
     print(
         f"{'model':<15}{'epochs':>7}{'pure':>9}{'pure-fused':>12}{'trainer':>9}{'dataloader':>12}"
         f"{'trainer/pure':>14}{'trainer/pure-fused':>20}{'dataloader/pure':>17}   (images/s)"
