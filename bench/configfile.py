@@ -4,7 +4,10 @@ The loader refuses what would silently mean something else: a file that is not U
 a key given twice in one mapping (the second would win), and aliases that expand to more
 than `MAX_NODES` nodes (a few hundred bytes of ``&a [*b, *b, …]`` can otherwise expand to
 gigabytes). ``--set train.epochs=2`` overrides one field by its dotted path, the value read
-as YAML. Every problem is a `ConfigError` with one line naming the file, line and field.
+as YAML. A config may derive from another (``base: other.yaml`` plus ``set:``, a list of the
+same FIELD=VALUE assignments): the same experiment on another data subset or seed is then one
+line of difference, not a copy that drifts. Every problem is a `ConfigError` with one line
+naming the file, line and field.
 """
 from __future__ import annotations
 
@@ -140,16 +143,54 @@ def _copy(obj: Any) -> Any:
     return obj
 
 
+MAX_BASE_DEPTH = 8
+"""Most ``base:`` links one config may follow."""
+
+
+def read_config(path: Path, _chain: tuple[Path, ...] = ()) -> dict:
+    """The raw mapping of the config at ``path``, its ``base:`` chain resolved.
+
+    ``base: FILE`` (relative to this file) starts from FILE's raw mapping (itself resolved
+    the same way); this file's other top-level fields then replace FILE's, and its ``set:``
+    list of FIELD=VALUE strings is applied last, as ``--set`` would be. ``name`` is never
+    inherited: a derived config is its own matrix (its rows go to their own file)."""
+    path = Path(path)
+    raw = read_yaml(path)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of fields (datasets, attacks, archs, …)")
+    raw.setdefault("name", path.stem)
+    base, sets = raw.pop("base", None), raw.pop("set", None)
+    if sets is not None and base is None:
+        raise ConfigError(f"{path}: set: only a config with a base: has set:; write the fields out, or add base: FILE")
+    if base is None:
+        return raw
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"{path}: base: expected the path of another config file (relative to this one); got {base!r}")
+    if sets is not None and (not isinstance(sets, list) or not all(isinstance(t, str) for t in sets)):
+        raise ConfigError(f"{path}: set: expected a list of FIELD=VALUE strings, e.g. [\"datasets.0.subset_seed=1\"]")
+    target = (path.parent / base).resolve()
+    chain = (*_chain, path.resolve())
+    if target in chain:
+        raise ConfigError(f"{path}: base: {base} leads back to {target.name} (a cycle); a base must not derive from its child")
+    if len(chain) > MAX_BASE_DEPTH:
+        raise ConfigError(f"{path}: base: more than {MAX_BASE_DEPTH} configs deep; derive from the config itself")
+    if not target.is_file():
+        raise ConfigError(f"{path}: base: no config file {target}; give a path relative to {path.parent}/")
+    merged = read_config(target, chain)
+    merged.update(raw)
+    try:
+        return apply_overrides(merged, sets or [])
+    except OverrideError as exc:
+        raise ConfigError(f"{path}: set: {exc}".replace("--set ", "")) from None
+
+
 def load_matrix(path: str | Path, overrides: dict[str, Any] | None = None, assignments: tuple[str, ...] = ()) -> Matrix:
     """Read and validate a matrix YAML; raise ConfigError with one line on any problem.
 
     ``overrides`` replaces top-level fields (None values are ignored: the CLI's unset
     flags); ``assignments`` are ``--set FIELD=VALUE`` strings."""
     path = Path(path)
-    raw = read_yaml(path)
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of fields (datasets, attacks, archs, …)")
-    raw.setdefault("name", path.stem)
+    raw = read_config(path)
     raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
     if assignments:
         raw = apply_overrides(raw, assignments)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import REPO
 
 from bench.config import ConfigError, parse_matrix
 from bench.configfile import load_matrix
@@ -91,3 +92,35 @@ def test_blocks_are_experiments_of_one_matrix():
     assert len({c.spec for c in p.cells}) == len(p.cells)
     assert "blocks[1]: poison_ratio and poison_ratios" in err({**BASE, "blocks": [{"attacks": ["none"]}, {"poison_ratio": 0.5, "poison_ratios": [0.2]}]})
     assert "blocks[0]: train: not a block field" in err({**BASE, "blocks": [{"train": {"epochs": 1}}]})
+
+
+def test_a_derived_config_is_its_base_with_its_assignments(tmp_path):
+    """`base:` + `set:` gives the base's matrix with one field changed, under its own name;
+    the shipped subset-seed variant of repro_cpu differs from it in the data subset only."""
+    base = load_matrix(REPO / "configs" / "repro_cpu.yaml")
+    derived = load_matrix(REPO / "configs" / "repro_cpu_subset1.yaml")
+    assert derived.name == "repro_cpu_subset1"
+    assert [d.subset_seed for d in derived.datasets] == [1]
+    as_base = derived.model_copy(update={"name": base.name, "datasets": base.datasets})
+    assert as_base.model_dump() == base.model_dump()
+    (tmp_path / "a.yaml").write_text("base: b.yaml\nset: ['train.epochs=3']\n")
+    (tmp_path / "b.yaml").write_text((REPO / "configs" / "quick.yaml").read_text())
+    assert load_matrix(tmp_path / "a.yaml").train.epochs == 3
+
+
+@pytest.mark.parametrize(
+    "files, message",
+    [
+        ({"a.yaml": "base: missing.yaml\n"}, "base: no config file"),
+        ({"a.yaml": "base: b.yaml\n", "b.yaml": "base: a.yaml\n"}, "a cycle"),
+        ({"a.yaml": "set: ['train.epochs=3']\n"}, "only a config with a base: has set:"),
+        ({"a.yaml": "base: b.yaml\nset: train.epochs=3\n", "b.yaml": "name: b\n"}, "set: expected a list"),
+        ({"a.yaml": "base: b.yaml\nset: ['nowhere.9=1']\n", "b.yaml": "nowhere: [1]\n"}, "expected a list index"),
+    ],
+)
+def test_a_broken_base_chain_fails_in_one_line(tmp_path, files, message):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_matrix(tmp_path / "a.yaml")
+    assert message in str(e.value) and "\n" not in str(e.value)
