@@ -62,3 +62,20 @@ def test_missing_rows_are_not_run_not_failed():
     table = {k: v for k, v in GOOD.items() if k[1] != "at"}
     results = dict((f.key, o) for f, o in evaluate(frame(table)))
     assert results["F6"].holds is None and "missing rows" in results["F6"].measured
+
+
+@pytest.mark.parametrize("matrix", ["repro_cpu"])
+def test_published_staged_rows_record_their_calibration(matrix):
+    """F7's rows are only comparable to the paper's when τ and β were chosen the paper's way;
+    every published ST-family row of the reproduction says how they were (its `calibration`)."""
+    import json
+
+    from conftest import REPO
+
+    path = REPO / "results" / f"{matrix}.csv"
+    rows = pd.read_csv(path)
+    staged = rows[rows.defense.isin(["st", "st-cg", "st-full"])]
+    assert len(staged) >= 6
+    for spec in staged.defense_params:
+        (layer,) = [d for d in json.loads(spec) if d["name"] in ("st", "st-cg", "st-full")]
+        assert layer["params"]["calibration"].strip(), layer
