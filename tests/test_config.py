@@ -124,3 +124,21 @@ def test_a_broken_base_chain_fails_in_one_line(tmp_path, files, message):
     with pytest.raises(ConfigError) as e:
         load_matrix(tmp_path / "a.yaml")
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_st_pca_config_trains_on_repro_cpus_own_poison():
+    """configs/st_pca_cpu.yaml compares PCA against the t-SNE rows of repro_cpu: that only
+    means something on the same data, poison, training and τ, β; a drifted copy fails here."""
+    from bench.plan import plan
+
+    def cells(name):
+        return [c for c in plan(load_matrix(REPO / "configs" / name)).cells if c.seed == 0 and c.poison.poison_ratio == 1.0
+                and not c.poison.clean_only and c.defense[0].name in ("st", "st-cg", "st-full")]
+
+    tsne, pca = cells("repro_cpu.yaml"), cells("st_pca_cpu.yaml")
+    assert len(tsne) == len(pca) == 6
+    assert {c.poison.key for c in tsne} == {c.poison.key for c in pca}
+    strip = lambda c: (c.defense[0].name, c.arch, c.poison.label,
+                       {k: v for k, v in c.defense[0].params.items() if k not in ("embedding", "tsne_iters", "calibration")})
+    assert sorted(map(repr, map(strip, tsne))) == sorted(map(repr, map(strip, pca)))
+    assert {c.defense[0].params["embedding"] for c in pca} == {"pca"}
