@@ -197,3 +197,21 @@ def test_st_rows_get_an_acm_figure_clean_against_poisoned(tmp_path):
     (tmp_path / "r" / "st.csv").write_text(render([r for r in rows if r.defense != "st"]))
     board = write(tmp_path / "r", tmp_path / "plain" / "leaderboard.md")
     assert "st-acm" not in board.markdown and not list((tmp_path / "plain" / "leaderboard").glob("*st-acm*"))
+
+
+def test_two_draws_of_the_data_are_two_sections_never_pooled(tmp_path):
+    """repro_cpu and repro_cpu_subset1 train on different images of the same size: their rows
+    are two experiments, each its own section (and rows of the tidy CSV), not more seeds of one."""
+    def drawn(rows, subset):
+        spec = json.dumps({"poison": {"dataset": {"name": "cifar10", "n_train": 5000, "subset_seed": subset}}})
+        return [r.model_copy(update={"cell_hash": f"{subset:x}{r.cell_hash[1:]}", "cell_spec": spec}) for r in rows]
+
+    (tmp_path / "hand.csv").write_text(render([*drawn(rows_from(TABLE), 0), *drawn(rows_from({("none", "standard"): [40.0, 42.0]}), 1)]))
+    board = build(tmp_path)
+    first, second = sorted(board.sections, key=lambda s: s.subset)
+    assert (first.subset, second.subset) == (0, 1) and first.slug != second.slug
+    assert first.grid[("none", "standard")].mean == 71.0 and second.grid[("none", "standard")].mean == 41.0
+    titles = [ln for ln in board.markdown.splitlines() if ln.startswith("## ") and "Where" not in ln]
+    assert titles == ["## cifar10 · convnet_cifar · 15 epochs", "## cifar10 · convnet_cifar · 15 epochs · subset 1"]
+    tidy = [r for r in csv.DictReader(board.csv.splitlines()) if (r["attack"], r["defense"]) == ("none", "standard")]
+    assert sorted((r["subset"], r["final_mean"]) for r in tidy) == [("0", "71.0000"), ("1", "41.0000")]

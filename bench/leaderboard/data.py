@@ -51,6 +51,13 @@ def _pool(row) -> int:
     return int(row.n_train) + int(_json(row.attack_stats).get("poison", {}).get("withheld", 0))
 
 
+def _subset(spec: str) -> int:
+    """The row's draw of its dataset (`DatasetSpec.subset_seed`, from its cell spec; 0 when
+    the spec does not say): two draws of one size are different data, not more seeds."""
+    v = _json(spec).get("poison", {}).get("dataset", {}).get("subset_seed", 0)
+    return v if isinstance(v, int) and not isinstance(v, bool) else 0
+
+
 def _converged(stats: str) -> bool | None:
     v = _json(stats).get("converged")
     return v if isinstance(v, bool) else None
@@ -84,6 +91,7 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
         return df
     df = df.astype({"n_train": int, "n_test": int, "epochs": int, "poison_ratio": float})
     df["n_pool"] = [_pool(r) for r in df.itertuples()]
+    df["subset"] = df["cell_spec"].map(_subset) if "cell_spec" in df else 0
     df["train"] = df["train_config"].map(short)
     nk = df["num_classes"] if "num_classes" in df else pd.Series([None] * len(df), index=df.index)
     df["classes"] = [int(k) if pd.notna(k) else CHANCE_CLASSES.get(d.split("{")[0], 10) for k, d in zip(nk, df["dataset"])]
@@ -92,8 +100,8 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     return _disambiguate(df)
 
 
-GROUP = ["dataset", "n_pool", "n_test", "epochs", "train"]
-"""A training budget: one dataset (and subset), one training recipe."""
+GROUP = ["dataset", "subset", "n_pool", "n_test", "epochs", "train"]
+"""A training budget: one dataset (its draw and size), one training recipe."""
 
 
 def _disambiguate(df: pd.DataFrame) -> pd.DataFrame:

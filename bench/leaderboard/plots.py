@@ -154,7 +154,8 @@ def draw(sections: list[Section], ok: pd.DataFrame, results_dir: Path, out_dir: 
     links: dict[str, dict[str, str]] = {}
     out_dir.mkdir(parents=True, exist_ok=True)
     for s in sections:
-        rows = ok[(ok["dataset"] == s.dataset) & (ok["arch"] == s.arch) & (ok["n_pool"] == s.n_pool) & (ok["train"] == s.train)]
+        rows = ok[(ok["dataset"] == s.dataset) & (ok["arch"] == s.arch) & (ok["n_pool"] == s.n_pool) & (ok["train"] == s.train)
+                 & (ok["subset"] == s.subset)]
         got = {}
         heatmap(s, out_dir / f"{s.slug}-heatmap.png")
         got["heatmap"] = f"{link_prefix}{s.slug}-heatmap.png"

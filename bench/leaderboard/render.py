@@ -113,7 +113,7 @@ def transfer_md(sections: list[Section]) -> list[str]:
     """Source × target tables, per budget, where poisons made on several sources were trained on several targets."""
     by_budget: dict[tuple, list[Section]] = {}
     for s in sections:
-        by_budget.setdefault((s.dataset, s.n_pool, s.n_test, s.epochs, s.train), []).append(s)
+        by_budget.setdefault((s.dataset, s.n_pool, s.n_test, s.epochs, s.train, s.subset), []).append(s)
     out = []
     for key, secs in sorted(by_budget.items()):
         archs = sorted(s.arch for s in secs)
@@ -122,7 +122,8 @@ def transfer_md(sections: list[Section]) -> list[str]:
             continue
         grid = {(a, s.arch): s.grid.get((a, REFERENCE_DEFENSE)) for s in secs for a in s.attacks}
         rows = [[a, *[_cell(grid.get((a, t))) for t in archs]] for a in [REFERENCE_ATTACK, *sourced]]
-        out += [f"## Transfer · {key[0]} · {key[3]} epochs", "", "Standard training of each target arch (columns) on poisons made on each source (rows).", ""]
+        draw = f" · subset {key[5]}" if key[5] else ""
+        out += [f"## Transfer · {key[0]} · {key[3]} epochs{draw}", "", "Standard training of each target arch (columns) on poisons made on each source (rows).", ""]
         out += _table(["poison (source) \\ target", *archs], rows) + [""]
     return out
 
@@ -174,7 +175,7 @@ def _anchor(s: Section) -> str:
 
 
 TIDY_COLUMNS = [
-    "dataset", "arch", "n_train", "n_test", "epochs", "train", "attack", "defense", "runs", "final_mean", "final_std",
+    "dataset", "subset", "arch", "n_train", "n_test", "epochs", "train", "attack", "defense", "runs", "final_mean", "final_std",
     "peak_mean", "peak_std", "robust_fgsm", "robust_pgd20", "worst_case", "worst_case_defense", "rank",
 ]
 
@@ -194,6 +195,6 @@ def tidy_csv(sections: list[Section]) -> str:
                     continue
                 rob = s.robust.get((a, d), (None, None))
                 worst = s.worst.get(a, (None, ""))
-                w.writerow([s.dataset, s.arch, s.n_pool, s.n_test, s.epochs, s.train, a, d, st.n, f(st.mean), f(st.std),
+                w.writerow([s.dataset, s.subset, s.arch, s.n_pool, s.n_test, s.epochs, s.train, a, d, st.n, f(st.mean), f(st.std),
                             f(st.peak_mean), f(st.peak_std), f(rob[0]), f(rob[1]), f(worst[0]), worst[1], rank.get(a, "")])
     return buf.getvalue()

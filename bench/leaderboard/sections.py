@@ -63,10 +63,12 @@ class Section:
     warnings: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
     title_suffix: str = ""
+    subset: int = 0  # the dataset's draw (subset_seed); 0 is the default draw
 
     @property
     def slug(self) -> str:
-        base = f"{self.dataset}-{self.arch}-{self.n_pool}-{self.epochs}ep-{self.train}"
+        draw = f"-s{self.subset}" if self.subset else ""
+        base = f"{self.dataset}{draw}-{self.arch}-{self.n_pool}-{self.epochs}ep-{self.train}"
         return re.sub(r"[^A-Za-z0-9_.-]+", "_", base)
 
     @property
@@ -152,7 +154,7 @@ def make_section(sec: pd.DataFrame, budget: dict, arch: str) -> Section:
         epochs=int(budget["epochs"]), train=budget["train"], train_config=_json(sec["train_config"].iloc[0]),
         classes=int(sec["classes"].iloc[0]), matrices=sorted(set(sec["matrix"])), attacks=attacks, defenses=defenses,
         grid=grid, robust=robust, worst=worst, ranking=ranking, costs=costs, partial=partial,
-        sources=sorted(set(sec["source_arch"]) - {""}),
+        sources=sorted(set(sec["source_arch"]) - {""}), subset=int(budget["subset"]),
     )
     s.marks, s.notes = _defense_marks(main)
     for kind, col, name_col, params in (("attack", "attack", "attack_name", "attack_params"), ("defense", "defense", "defense", "defense_params")):
@@ -209,15 +211,19 @@ def sections(ok: pd.DataFrame) -> list[Section]:
     """Every section, in a stable order; a budget's title gets its settings' hash when two
     budgets would otherwise read alike."""
     out = []
-    keys = sorted(ok.groupby([*GROUP, "arch"]).groups)
+    fields = [*GROUP, "arch"]
+    keys = sorted(ok.groupby(fields).groups)
+    but_train = lambda key: tuple(v for f, v in zip(fields, key) if f != "train")
     alike: dict[tuple, int] = {}
     for key in keys:
-        alike[(key[0], key[1], key[2], key[3], key[5])] = alike.get((key[0], key[1], key[2], key[3], key[5]), 0) + 1
+        alike[but_train(key)] = alike.get(but_train(key), 0) + 1
     for key in keys:
         budget = dict(zip(GROUP, key[:-1]))
-        sec = ok[(ok[[*GROUP, "arch"]] == pd.Series(dict(zip([*GROUP, "arch"], key)))).all(axis=1)]
+        sec = ok[(ok[fields] == pd.Series(dict(zip(fields, key)))).all(axis=1)]
         s = make_section(sec, budget, key[-1])
-        if alike[(key[0], key[1], key[2], key[3], key[5])] > 1:
-            s.title_suffix = f" · train #{budget['train']}"
+        if s.subset:
+            s.title_suffix += f" · subset {s.subset}"
+        if alike[but_train(key)] > 1:
+            s.title_suffix += f" · train #{budget['train']}"
         out.append(s)
     return out
