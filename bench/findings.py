@@ -79,7 +79,7 @@ def f1(c: Cells) -> Outcome:
     clean = c.mean("none")
     drops = {a: clean - c.mean(a) for a in ("em-sample", "em-class", "random-sample", "random-class")}
     holds = drops["em-sample"] >= 30 and drops["em-class"] >= 30 and drops["random-sample"] < 5 and drops["random-class"] < 5
-    return Outcome(holds, ", ".join(f"{a} −{d:.1f}" for a, d in drops.items()) + f" (clean {clean:.1f})", [_fmt(c, *n) for n in needs])
+    return Outcome(holds, ", ".join(f"{a} {_change(-d)}" for a, d in drops.items()) + f" (clean {clean:.1f})", [_fmt(c, *n) for n in needs])
 
 
 def _recovers(c: Cells, attack: str, defense: str, share: float) -> tuple[bool, str]:
@@ -116,7 +116,12 @@ def f4(c: Cells) -> Outcome:
         return m
     d_cnn = c.mean("none", STANDARD, cnn) - c.mean("em-mlp", STANDARD, cnn)
     d_mlp = c.mean("none", STANDARD, MLP) - c.mean("em-mlp", STANDARD, MLP)
-    return Outcome(d_cnn >= 25 and d_cnn > d_mlp, f"{cnn} −{d_cnn:.1f}, {MLP} −{d_mlp:.1f}", [_fmt(c, *n) for n in needs])
+    return Outcome(d_cnn >= 25 and d_cnn > d_mlp, f"{cnn} {_change(-d_cnn)}, {MLP} {_change(-d_mlp)}", [_fmt(c, *n) for n in needs])
+
+
+def _change(v: float) -> str:
+    """A signed change in points, with a real minus sign: −47.8, +0.6."""
+    return f"{v:+.1f}".replace("-", "−")
 
 
 def f5(c: Cells) -> Outcome:

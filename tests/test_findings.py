@@ -64,7 +64,7 @@ def test_missing_rows_are_not_run_not_failed():
     assert results["F6"].holds is None and "missing rows" in results["F6"].measured
 
 
-@pytest.mark.parametrize("matrix", ["repro_cpu"])
+@pytest.mark.parametrize("matrix", ["repro_cpu", "repro_cpu_subset1"])
 def test_published_staged_rows_record_their_calibration(matrix):
     """F7's rows are only comparable to the paper's when τ and β were chosen the paper's way;
     every published ST-family row of the reproduction says how they were (its `calibration`)."""

@@ -123,7 +123,8 @@ def transfer_md(sections: list[Section]) -> list[str]:
         grid = {(a, s.arch): s.grid.get((a, REFERENCE_DEFENSE)) for s in secs for a in s.attacks}
         rows = [[a, *[_cell(grid.get((a, t))) for t in archs]] for a in [REFERENCE_ATTACK, *sourced]]
         draw = f" · subset {key[5]}" if key[5] else ""
-        out += [f"## Transfer · {key[0]} · {key[3]} epochs{draw}", "", "Standard training of each target arch (columns) on poisons made on each source (rows).", ""]
+        out += [f"## Transfer · {key[0]} · {key[3]} epochs{draw}", "",
+                "Standard training of each target arch (columns) on poisons made on each source (rows).", ""]
         out += _table(["poison (source) \\ target", *archs], rows) + [""]
     return out
 
