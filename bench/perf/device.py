@@ -50,7 +50,7 @@ class BenchDevice:
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
 
     def input(self, x: "torch.Tensor") -> "torch.Tensor":
-        """A batch on the device, in the model's memory format (pinned-free, non-blocking)."""
+        """A batch on the device (a non-blocking copy), in the model's memory format."""
         import torch
 
         x = x.to(self.dev, non_blocking=True)
