@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The published results are a record: every row validates, and leaderboard.md / leaderboard.csv
-# are exactly what `uebench leaderboard` builds from results/ (never edited by hand).
+# are exactly what `uebench leaderboard` builds from results/ (never edited by hand), and
+# leaderboard/ holds exactly the figures it draws.
 #   bash scripts/check_published.sh [ROOT]     (ROOT: the folder holding results/; default: the repository)
 set -euo pipefail
 root=${1:-"$(dirname "$0")/.."}
@@ -19,4 +20,11 @@ for f in leaderboard.md leaderboard.csv; do
     exit 1
   fi
 done
+# the figures: the same set of files (their pixels depend on the matplotlib build, their names do not)
+if ! diff <(cd leaderboard && ls *.png) <(cd "$tmp/leaderboard" && ls *.png) >/dev/null; then
+  echo "error: leaderboard/ does not hold the figures \`uebench leaderboard\` draws from results/" >&2
+  echo "fix: run \`uebench leaderboard\` and commit leaderboard/ (removed figures too)" >&2
+  diff <(cd leaderboard && ls *.png) <(cd "$tmp/leaderboard" && ls *.png) >&2 || true
+  exit 1
+fi
 echo "published results: valid, and the leaderboard is what they give" >&2

@@ -194,9 +194,34 @@ def test_st_rows_get_an_acm_figure_clean_against_poisoned(tmp_path):
     png = tmp_path / "out" / "leaderboard" / f"{s.slug}-st-acm.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"leaderboard/{s.slug}-st-acm.png" in board.markdown
 
+    # the ST rows gone, the next build neither links nor leaves behind their figure
     (tmp_path / "r" / "st.csv").write_text(render([r for r in rows if r.defense != "st"]))
-    board = write(tmp_path / "r", tmp_path / "plain" / "leaderboard.md")
-    assert "st-acm" not in board.markdown and not list((tmp_path / "plain" / "leaderboard").glob("*st-acm*"))
+    (tmp_path / "out" / "leaderboard" / "notes.txt").write_text("not a figure")
+    board = write(tmp_path / "r", tmp_path / "out" / "leaderboard.md")
+    assert "st-acm" not in board.markdown and not list((tmp_path / "out" / "leaderboard").glob("*st-acm*"))
+    assert {p.name for p in (tmp_path / "out" / "leaderboard").iterdir()} == {f"{s.slug}-heatmap.png", "notes.txt"}
+
+
+def test_a_figure_draws_only_the_rows_of_its_own_section(tmp_path):
+    """Two budgets alike but for their epochs are two sections; the ST rows of the 20-epoch
+    one give it an ACM figure and never reach the 15-epoch section's figures."""
+    short_rows = rows_from({("none", "standard"): [70.0], ("alpha", "standard"): [20.0]})
+    long_rows = []
+    for r in rows_from({("none", "standard"): [72.0], ("none", "st"): [65.0]}):
+        update = {"cell_hash": f"f{r.cell_hash[1:]}", "epochs": 20}
+        if r.defense == "st":
+            hist = [{"epoch": e, "acm": 0.5 + 0.03 * e} for e in range(6)]
+            update["defense_report"] = json.dumps({"st": {"tau": 1.0, "acm_history": hist}})
+        long_rows.append(r.model_copy(update=update))
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "hand.csv").write_text(render([*short_rows, *long_rows]))
+    board = write(tmp_path / "r", tmp_path / "out" / "leaderboard.md")
+    short, long = sorted(board.sections, key=lambda s: s.epochs)
+    assert (short.epochs, long.epochs) == (15, 20) and short.slug != long.slug
+    assert len(short.rows(board.results.ok)) == 2 and len(long.rows(board.results.ok)) == 2
+    figures = {p.name for p in (tmp_path / "out" / "leaderboard").glob("*st-acm.png")}
+    assert figures == {f"{long.slug}-st-acm.png"}
+    assert f"leaderboard/{long.slug}-st-acm.png" in board.markdown and f"{short.slug}-st-acm" not in board.markdown
 
 
 def test_two_draws_of_the_data_are_two_sections_never_pooled(tmp_path):

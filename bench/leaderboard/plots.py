@@ -2,7 +2,8 @@
 and the learning curves (clean test accuracy per epoch under standard training, each attack
 against the clean reference, the curve the papers show); accuracy vs poison ratio where
 ratios exist; ST's cluster measure (ACM) per epoch on each poison against the clean data
-where ST rows exist (how its threshold τ sits between the two). Small PNGs beside the leaderboard, written only when their content changed.
+where ST rows exist (how its threshold τ sits between the two). Small PNGs beside the leaderboard, written only when their content changed;
+a figure the leaderboard no longer links is removed.
 """
 from __future__ import annotations
 
@@ -154,8 +155,7 @@ def draw(sections: list[Section], ok: pd.DataFrame, results_dir: Path, out_dir: 
     links: dict[str, dict[str, str]] = {}
     out_dir.mkdir(parents=True, exist_ok=True)
     for s in sections:
-        rows = ok[(ok["dataset"] == s.dataset) & (ok["arch"] == s.arch) & (ok["n_pool"] == s.n_pool) & (ok["train"] == s.train)
-                 & (ok["subset"] == s.subset)]
+        rows = s.rows(ok)
         got = {}
         heatmap(s, out_dir / f"{s.slug}-heatmap.png")
         got["heatmap"] = f"{link_prefix}{s.slug}-heatmap.png"
@@ -166,4 +166,17 @@ def draw(sections: list[Section], ok: pd.DataFrame, results_dir: Path, out_dir: 
         if acm_plot(s, rows, out_dir / f"{s.slug}-st-acm.png"):
             got["ST's ACM, clean vs poisoned"] = f"{link_prefix}{s.slug}-st-acm.png"
         links[s.slug] = got
+    _prune(out_dir, {Path(link).name for got in links.values() for link in got.values()})
     return links
+
+
+KINDS = ("-heatmap.png", "-curves.png", "-ratio.png", "-st-acm.png")
+"""The name endings of the figures ``draw`` makes: the only files it ever removes."""
+
+
+def _prune(out_dir: Path, drawn: set[str]) -> None:
+    """Remove the figures of an earlier build that this build no longer links (a section
+    gone, or its ST rows), so the folder holds exactly what the leaderboard shows."""
+    for path in out_dir.glob("*.png"):
+        if path.name not in drawn and path.name.endswith(KINDS):
+            path.unlink()

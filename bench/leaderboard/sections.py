@@ -20,6 +20,8 @@ import pandas as pd
 from bench.leaderboard.data import CLEAN_ONLY, GROUP, _json
 
 REFERENCE_ATTACK, REFERENCE_DEFENSE = "none", "standard"
+SECTION_KEY = [*GROUP, "arch"]
+"""What makes a section: a training budget and the exploiter's arch."""
 NEAR_CHANCE = 2.0
 """A clean reference below this many times chance accuracy is flagged: training too weak to mean much."""
 
@@ -64,6 +66,12 @@ class Section:
     sources: list[str] = field(default_factory=list)
     title_suffix: str = ""
     subset: int = 0  # the dataset's draw (subset_seed); 0 is the default draw
+    key: tuple = ()  # its values of SECTION_KEY: what selects its rows
+
+    def rows(self, ok: pd.DataFrame) -> pd.DataFrame:
+        """This section's rows of ``ok``: the same budget (every field of GROUP) and arch. The
+        figures select with this too, so a figure never draws a row its section does not hold."""
+        return select(ok, self.key)
 
     @property
     def slug(self) -> str:
@@ -74,6 +82,11 @@ class Section:
     @property
     def reference(self) -> Stat | None:
         return self.grid.get((REFERENCE_ATTACK, REFERENCE_DEFENSE))
+
+
+def select(ok: pd.DataFrame, key: tuple) -> pd.DataFrame:
+    """The rows of ``ok`` whose SECTION_KEY fields equal ``key``."""
+    return ok[(ok[SECTION_KEY] == pd.Series(dict(zip(SECTION_KEY, key)))).all(axis=1)]
 
 
 def _order(labels, first: str) -> list[str]:
@@ -211,16 +224,15 @@ def sections(ok: pd.DataFrame) -> list[Section]:
     """Every section, in a stable order; a budget's title gets its settings' hash when two
     budgets would otherwise read alike."""
     out = []
-    fields = [*GROUP, "arch"]
-    keys = sorted(ok.groupby(fields).groups)
-    but_train = lambda key: tuple(v for f, v in zip(fields, key) if f != "train")
+    keys = sorted(ok.groupby(SECTION_KEY).groups)
+    but_train = lambda key: tuple(v for f, v in zip(SECTION_KEY, key) if f != "train")
     alike: dict[tuple, int] = {}
     for key in keys:
         alike[but_train(key)] = alike.get(but_train(key), 0) + 1
     for key in keys:
         budget = dict(zip(GROUP, key[:-1]))
-        sec = ok[(ok[fields] == pd.Series(dict(zip(fields, key)))).all(axis=1)]
-        s = make_section(sec, budget, key[-1])
+        s = make_section(select(ok, key), budget, key[-1])
+        s.key = key
         if s.subset:
             s.title_suffix += f" · subset {s.subset}"
         if alike[but_train(key)] > 1:
