@@ -33,24 +33,33 @@ def versions() -> dict[str, str]:
     }
 
 
-@functools.cache
-def git_commit() -> str:
-    """HEAD of the checkout uebench runs from, with ``-dirty`` if tracked files changed."""
+OUTPUTS = ("results", "leaderboard.md", "leaderboard.csv", "leaderboard")
+"""What uebench itself writes into a checkout (published rows, the leaderboard and its
+figures): changing them does not change the code, so they never make a checkout dirty (a
+second publishing run from one clean clone records the same commit as the first)."""
+
+
+def checkout_state(repo: Path) -> str:
+    """HEAD of the git checkout at ``repo``, with ``-dirty`` if a tracked file other than
+    OUTPUTS changed; "unknown" outside git."""
     try:
-        sha = subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=10
-        ).stdout.strip()
+        sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=10).stdout.strip()
         if not sha:
             return "unknown"
+        exclude = [f":(exclude){p}" for p in OUTPUTS]
         dirty = subprocess.run(
-            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no", "--", ".", *exclude],
+            capture_output=True, text=True, timeout=10,
         ).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+@functools.cache
+def git_commit() -> str:
+    """The checkout uebench runs from (``checkout_state`` of this repository)."""
+    return checkout_state(REPO)
 
 
 @functools.cache

@@ -196,3 +196,27 @@ def test_the_example_plugin_package_installs_lists_runs_and_reaches_the_leaderbo
     rows = [r for r in read_rows(tmp_path / "r" / "ex.csv") if r.attack == "checkerboard"]
     assert len(rows) == 2 and all(json.loads(r.plugins)["attack"] == "uebench-plugin-example==0.1.0" and r.poison_linf == 8.0 for r in rows)
     assert "| checkerboard |" in (tmp_path / "r" / "leaderboard.md").read_text()
+
+
+def test_only_code_changes_make_a_checkout_dirty(tmp_path):
+    """A row's commit says which code made it: uebench's own outputs (results/, the
+    leaderboard and its figures) changing between two publishing runs leave it clean; any
+    other tracked file changing marks it ``-dirty``."""
+    from bench.provenance import checkout_state
+
+    git = lambda *a: subprocess.run(["git", "-C", str(tmp_path), *a], check=True, capture_output=True, text=True)
+    for rel in ("bench/x.py", "results/m.csv", "leaderboard.md", "leaderboard.csv", "leaderboard/s-heatmap.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("v1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    sha = git("rev-parse", "--short=12", "HEAD").stdout.strip()
+    assert checkout_state(tmp_path) == sha
+    for rel in ("results/m.csv", "leaderboard.md", "leaderboard.csv", "leaderboard/s-heatmap.png"):
+        (tmp_path / rel).write_text("v2\n")
+    (tmp_path / "untracked.txt").write_text("scratch\n")
+    assert checkout_state(tmp_path) == sha
+    (tmp_path / "bench" / "x.py").write_text("v2\n")
+    assert checkout_state(tmp_path) == f"{sha}-dirty"
+    assert checkout_state(tmp_path / "not-a-repo") == "unknown"
