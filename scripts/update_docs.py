@@ -7,7 +7,8 @@ A generated block sits between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->``
 Blocks: ``schema`` (the results columns, from `bench.results.ResultRow`), ``findings`` (the
 seed papers' findings F1-F8 checked on the published ``results/repro_cpu.csv``) and
 ``findings-subset1`` (the same checks on ``results/repro_cpu_subset1.csv``, the same
-experiments on another draw of the data).
+experiments on another draw of the data) and ``gg-table2`` (Going Grayscale Table 2 whole,
+beside both draws' rows).
 """
 from __future__ import annotations
 
@@ -17,29 +18,31 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+REPRODUCTION = REPO / "docs" / "REPRODUCTION.md"
 
 
 def blocks() -> dict[str, tuple[Path, str]]:
     sys.path.insert(0, str(REPO))
+    from bench import findings, paper_tables
     from bench.results import schema_markdown
 
+    draws = [("subset 0", frame(REPO / "results" / "repro_cpu.csv")), ("subset 1", frame(REPO / "results" / "repro_cpu_subset1.csv"))]
     return {
         "schema": (REPO / "docs" / "results-schema.md", schema_markdown()),
-        "findings": (REPO / "docs" / "REPRODUCTION.md", findings_markdown(REPO / "results" / "repro_cpu.csv")),
-        "findings-subset1": (REPO / "docs" / "REPRODUCTION.md", findings_markdown(REPO / "results" / "repro_cpu_subset1.csv")),
+        "findings": (REPRODUCTION, findings.markdown(findings.evaluate(draws[0][1]))),
+        "findings-subset1": (REPRODUCTION, findings.markdown(findings.evaluate(draws[1][1]))),
+        "gg-table2": (REPRODUCTION, paper_tables.markdown(paper_tables.GG_TABLE2, paper_tables.GG_TABLE2_COLUMNS, draws)),
     }
 
 
-def findings_markdown(path: Path) -> str:
-    """The findings table over the rows at ``path`` (every finding "not run" without them)."""
+def frame(path: Path):
+    """The rows at ``path`` as a DataFrame (empty, with every column, when there are none)."""
     import pandas as pd
 
-    from bench.findings import evaluate, markdown
     from bench.results import ResultRow, read_rows
 
     rows = read_rows(path) if path.exists() else []
-    df = pd.DataFrame([r.model_dump() for r in rows], columns=list(ResultRow.model_fields))
-    return markdown(evaluate(df))
+    return pd.DataFrame([r.model_dump() for r in rows], columns=list(ResultRow.model_fields))
 
 
 def render(text: str, name: str, body: str) -> str:

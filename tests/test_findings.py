@@ -79,3 +79,19 @@ def test_published_staged_rows_record_their_calibration(matrix):
     for spec in staged.defense_params:
         (layer,) = [d for d in json.loads(spec) if d["name"] in ("st", "st-cg", "st-full")]
         assert layer["params"]["calibration"].strip(), layer
+
+
+def test_a_paper_table_sets_each_draw_beside_the_papers_numbers():
+    """Going Grayscale Table 2 whole: the paper's two columns, then each draw's mean ± std (n);
+    a row a draw did not run reads "—", a single run shows no spread."""
+    from bench.paper_tables import GG_TABLE2, GG_TABLE2_COLUMNS, markdown
+
+    first = frame({k: v for k, v in GOOD.items() if k[0] != "uleo-grayaugs"})
+    second = frame({("none", "standard", "convnet_cifar", 1.0): (60,), ("none", "grayscale", "convnet_cifar", 1.0): (58,)})
+    lines = markdown(GG_TABLE2, GG_TABLE2_COLUMNS, [("subset 0", first), ("subset 1", second)]).splitlines()
+    assert lines[0].startswith("| row | label | paper: standard | paper: grayscale | subset 0: standard")
+    body = {ln.split(" | ")[1].strip("`"): ln.strip("| ").split(" | ") for ln in lines[2:]}
+    assert list(body) == ["none", "em-sample", "uleo-augs", "uleo-gray", "uleo-grayaugs"]
+    assert body["none"][2:] == ["94.58", "93.04", "70.5 ± 0.7 (2)", "68.5 ± 0.7 (2)", "60.0 (1)", "58.0 (1)"]
+    assert body["em-sample"][4:6] == ["21.0 ± 1.4 (2)", "61.0 ± 1.4 (2)"] and body["em-sample"][6:] == ["—", "—"]
+    assert body["uleo-grayaugs"][4:] == ["—"] * 4
