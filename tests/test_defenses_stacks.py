@@ -77,12 +77,15 @@ def test_the_cpu_configs_cross_attacks_with_the_defense_family():
     repro = load_matrix(REPO / "configs" / "repro_cpu.yaml")
     defenses = {d.name for c in plan(repro).cells for d in c.defense}
     assert {"standard", "grayscale", "bdr", "jpeg", "mixup", "at", "st", "st-cg", "st-full"} <= defenses
+    named = {"none", "random", "em-sample", "em-class", "uleo-gray", "uleo-augs", "uleo-grayaugs", "em-mlp"}
+    assert named <= {c.poison.attack.name for c in plan(repro).cells if c.poison.attack}  # the fidelity issue's attack list
     assert any(d.name == "bdr" and DEFENSES.validate("bdr", d.params).bits == 2 for sub in repro.matrices() for s in sub.defenses for d in s)
     cover = load_matrix(REPO / "configs" / "coverage_cpu.yaml")
     cells = plan(cover).cells
     assert {"tap", "hypo", "ar", "cuda", "lsp", "ops", "em-sample"} <= {c.poison.attack.name for c in cells}
     assert {"standard", "iss-gray", "iss-jpeg", "bdr", "at", "ueraser", "st-full"} == {d.name for c in cells for d in c.defense}
-    assert len(cells) == 9 * 5 + 3 + 2  # every attack x filters and ST-Full; AT and UEraser on a few
+    pairs = {(c.poison.attack.name, c.defense[0].name) for c in cells}
+    assert len(cells) == len(pairs) == 9 * 7  # every attack x every defense, once
 
 
 def test_run_records_robust_accuracy_cost_and_report(tmp_path):
