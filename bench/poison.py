@@ -254,6 +254,7 @@ def make_poison(
         raise PoisonError(str(exc)) from None
     budget = threat.budget(params)
     poison_info["perturbation"] = pkey[:16] if pkey else None
+    poison_info["device"] = meta.get("device")  # where it was made: a cached poison may come from another run
     facts = PoisonFacts(
         threat=threat.describe(params),
         epsilon=None if math.isinf(budget) else budget,

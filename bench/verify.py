@@ -5,7 +5,8 @@ K ok rows are drawn (seeded) from the file; each is rebuilt from what the row it
 (its ``cell_spec``: dataset and subset, attack and params, defenses, arch, seed, training
 and evaluation settings; the plugin versions it names must be the installed ones) and run
 through the same poison and cell code as ``uebench run``, with a fresh cache unless one is
-given (so the poison is remade too) and the row's CPU thread count. On a CPU with the same
+given (so the poison is remade too) and the row's CPU thread counts: the poison's own (a
+cached poison may have been made by another run with other threads) and the exploiter's. On a CPU with the same
 seed the numbers must match exactly (``--tolerance 0``, the default); GPU kernels are not
 deterministic run to run, so a GPU re-check states its tolerance (about a point of accuracy
 for a 60-epoch ResNet-18 run).
@@ -89,18 +90,34 @@ def rerun(row: ResultRow, data_root: Path, cache_dir: Path, device: str = "cpu")
     from bench.poison import facts_of, load_dataset, make_poison
 
     cell, settings = rebuild(row, device)
-    threads = re.fullmatch(r"cpu:(\d+)t", row.device)
     old = torch.get_num_threads()
-    if threads and device == "cpu":
-        torch.set_num_threads(int(threads.group(1)))  # CPU convolutions can depend on the thread count
+
+    def pin(recorded: str | None) -> None:
+        """CPU convolutions can depend on the thread count: use the one the row recorded."""
+        threads = re.fullmatch(r"cpu:(\d+)t", recorded or "")
+        if threads and device == "cpu":
+            torch.set_num_threads(int(threads.group(1)))
+
     try:
         dev = prepare_device(device)
         clean = load_dataset(cell.poison.dataset, data_root)
+        pin(poison_device(row) or row.device)  # the poison may have been made by another run, on other threads
         record = make_poison(cell.poison, settings.apply, clean, Cache(cache_dir), dev)
+        pin(row.device)
         new, _ = train_cell(cell, settings, facts_of(dataset_key(cell.poison.dataset), clean), record, dev)
     finally:
         torch.set_num_threads(old)
     return new
+
+
+def poison_device(row: ResultRow) -> str | None:
+    """Where the row's poison was made (``attack_stats.poison.device``; None in rows from
+    before it was recorded, whose poison is taken to come from the row's own device)."""
+    try:
+        got = json.loads(row.attack_stats or "{}").get("poison", {}).get("device")
+    except (ValueError, AttributeError):
+        return None
+    return got if isinstance(got, str) else None
 
 
 def verify(path: Path, cells: int, seed: int, data_root: Path, cache_dir: Path | None = None, device: str = "cpu",

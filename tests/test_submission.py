@@ -220,3 +220,37 @@ def test_only_code_changes_make_a_checkout_dirty(tmp_path):
     (tmp_path / "bench" / "x.py").write_text("v2\n")
     assert checkout_state(tmp_path) == f"{sha}-dirty"
     assert checkout_state(tmp_path / "not-a-repo") == "unknown"
+
+
+def test_verify_remakes_a_poison_on_the_threads_it_was_made_with(tmp_path):
+    """A cached poison may come from another run on another CPU thread count, and EM's noise
+    depends on it (float sums in another order): each row records where its poison was made,
+    and verify remakes the poison there before it trains on the row's own threads."""
+    import torch
+
+    from bench.config import parse_matrix
+    from bench.scheduler import run_matrix
+    from bench.verify import poison_device, verify
+
+    em = {"source_arch": "convnet_cifar", "source_model_kwargs": {"width": 4}, "batch_size": 100, "pgd_steps": 2, "step_size": 2, "max_rounds": 2}
+    m = parse_matrix({
+        "name": "threads", "datasets": [{"name": "cifar10-mini", "n_train": 200, "n_test": 100}],
+        "attacks": [{"name": "em-sample", "params": em}], "defenses": ["standard"], "archs": ["mlp"],
+        "train": {"epochs": 1, "batch_size": 50, "lr": 0.05},
+    })
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        run_matrix(m, tmp_path / "first", DATA, cache_dir=tmp_path / "cache")
+        torch.set_num_threads(1)
+        run_matrix(m, tmp_path / "second", DATA, cache_dir=tmp_path / "cache")  # the poison from the first run's cache
+        made_here = run_matrix(m, tmp_path / "third", DATA, cache_dir=tmp_path / "fresh")  # the poison made on 1 thread
+    finally:
+        torch.set_num_threads(old)
+    (row,) = read_rows(tmp_path / "second" / "threads.csv")
+    (other,) = read_rows(tmp_path / "third" / "threads.csv")
+    assert made_here.failed == 0 and row.device == other.device == "cpu:1t"
+    assert poison_device(row) == "cpu:2t" and poison_device(other) == "cpu:1t"
+    assert row.poison_l2 != other.poison_l2  # the thread count changed the noise
+    (check,) = verify(tmp_path / "second" / "threads.csv", 1, 0, DATA)
+    assert check.error == "" and check.differences == {}, check.differences
