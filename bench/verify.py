@@ -6,8 +6,8 @@ K ok rows are drawn (seeded) from the file; each is rebuilt from what the row it
 and evaluation settings; the plugin versions it names must be the installed ones) and run
 through the same poison and cell code as ``uebench run``, with a fresh cache unless one is
 given (so the poison is remade too) and the row's CPU thread counts: the poison's own (a
-cached poison may have been made by another run with other threads) and the exploiter's. On a CPU with the same
-seed the numbers must match exactly (``--tolerance 0``, the default); GPU kernels are not
+cached poison may have been made by another run with other threads) and the exploiter's.
+On a CPU with the same seed the numbers must match exactly (``--tolerance 0``, the default); GPU kernels are not
 deterministic run to run, so a GPU re-check states its tolerance (about a point of accuracy
 for a 60-epoch ResNet-18 run).
 """

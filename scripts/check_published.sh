@@ -21,10 +21,10 @@ for f in leaderboard.md leaderboard.csv; do
   fi
 done
 # the figures: the same set of files (their pixels depend on the matplotlib build, their names do not)
-if ! diff <(cd leaderboard && ls *.png) <(cd "$tmp/leaderboard" && ls *.png) >/dev/null; then
+if ! figures=$(diff <(cd leaderboard && ls *.png) <(cd "$tmp/leaderboard" && ls *.png)); then
   echo "error: leaderboard/ does not hold the figures \`uebench leaderboard\` draws from results/" >&2
   echo "fix: run \`uebench leaderboard\` and commit leaderboard/ (removed figures too)" >&2
-  diff <(cd leaderboard && ls *.png) <(cd "$tmp/leaderboard" && ls *.png) >&2 || true
+  echo "$figures" >&2
   exit 1
 fi
 echo "published results: valid, and the leaderboard is what they give" >&2

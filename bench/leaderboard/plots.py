@@ -2,8 +2,9 @@
 and the learning curves (clean test accuracy per epoch under standard training, each attack
 against the clean reference, the curve the papers show); accuracy vs poison ratio where
 ratios exist; ST's cluster measure (ACM) per epoch on each poison against the clean data
-where ST rows exist (how its threshold τ sits between the two). Small PNGs beside the leaderboard, written only when their content changed;
-a figure the leaderboard no longer links is removed.
+where ST rows exist (how its threshold τ sits between the two). Small PNGs beside the
+leaderboard, written only when their content changed; a figure the leaderboard no longer
+links is removed.
 """
 from __future__ import annotations
 
