@@ -243,13 +243,16 @@ class RobustErrorMinimizing(Attack):
             "regenerate_seconds": round(regen_seconds, 2),
             "final_def_acc": history[-1]["def_acc"],
             "source_poisoned_acc": round(_accuracy(model, view, delta, y, p.batch_size, p.amp, cl), 4),
+            # the same images without δ: a source that fits x + δ but not x has learned the noise
+            "source_clean_acc": round(_accuracy(model, view, torch.zeros_like(delta), y, p.batch_size, p.amp, cl), 4),
             "history": history,
         }
         return Perturbation(delta, mode="sample", stats=stats)
 
 
 def _accuracy(model, view, delta, y, batch_size: int, amp: bool, channels_last: bool) -> float:
-    """The final source's accuracy on clip(x + δ) (eval mode, no augmentation, no adversary)."""
+    """The final source's accuracy on clip(x + δ) (eval mode, no augmentation, no adversary).
+    Beside its accuracy on x (δ = 0) it tells noise learning from memorizing the images."""
     from attacks.source import mean_loss_and_acc
 
     def batches():

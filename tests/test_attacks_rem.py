@@ -130,6 +130,11 @@ def test_rem_loop_trains_the_source_and_regenerates_every_image(rem_run):
     s = pert.stats
     assert [h["step"] for h in s["history"]] == [4, 8] and [h["lr"] for h in s["history"]] == pytest.approx([0.1, 0.01])
     assert s["train_steps"] == 8 and s["seconds_per_step"] > 0 and s["regenerate_seconds"] > 0
+    src = atk.source_model.eval()  # the source's fit with and without the noise, recomputed here
+    with torch.no_grad():
+        x = train.x.float() / 255
+        hits = [float((src(xb).argmax(1) == train.y).float().mean()) for xb in (x, (x + pert.delta).clamp(0, 1))]
+    assert [s["source_clean_acc"], s["source_poisoned_acc"]] == pytest.approx(hits, abs=1e-3)
 
 
 def test_rem_noise_lowers_an_adversarially_trained_models_loss_under_attack(mini):
