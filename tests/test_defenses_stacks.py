@@ -82,10 +82,10 @@ def test_the_cpu_configs_cross_attacks_with_the_defense_family():
     assert any(d.name == "bdr" and DEFENSES.validate("bdr", d.params).bits == 2 for sub in repro.matrices() for s in sub.defenses for d in s)
     cover = load_matrix(REPO / "configs" / "coverage_cpu.yaml")
     cells = plan(cover).cells
-    assert {"tap", "hypo", "ar", "cuda", "lsp", "ops", "em-sample"} <= {c.poison.attack.name for c in cells}
+    assert {"tap", "hypo", "rem-cpu", "ar", "cuda", "lsp", "ops", "em-sample"} <= {c.poison.attack.name for c in cells}
     assert {"standard", "iss-gray", "iss-jpeg", "bdr", "at", "ueraser", "st-full"} == {d.name for c in cells for d in c.defense}
     pairs = {(c.poison.attack.name, c.defense[0].name) for c in cells}
-    assert len(cells) == len(pairs) == 9 * 7  # every attack x every defense, once
+    assert len(cells) == len(pairs) == 10 * 7  # every attack x every defense, once
 
 
 def test_run_records_robust_accuracy_cost_and_report(tmp_path):
