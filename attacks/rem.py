@@ -243,21 +243,23 @@ class RobustErrorMinimizing(Attack):
             "regenerate_seconds": round(regen_seconds, 2),
             "final_def_acc": history[-1]["def_acc"],
             "source_poisoned_acc": round(_accuracy(model, view, delta, y, p.batch_size, p.amp, cl), 4),
-            # the same images without δ: a source that fits x + δ but not x has learned the noise
-            "source_clean_acc": round(_accuracy(model, view, torch.zeros_like(delta), y, p.batch_size, p.amp, cl), 4),
+            # the same images without δ: the gap is what δ adds to the source's fit (not all of it a
+            # shortcut: a model trained on clean data gains some too, docs/algorithms/pgd_attacks.md)
+            "source_clean_acc": round(_accuracy(model, view, None, y, p.batch_size, p.amp, cl), 4),
             "history": history,
         }
         return Perturbation(delta, mode="sample", stats=stats)
 
 
 def _accuracy(model, view, delta, y, batch_size: int, amp: bool, channels_last: bool) -> float:
-    """The final source's accuracy on clip(x + δ) (eval mode, no augmentation, no adversary).
-    Beside its accuracy on x (δ = 0) it tells noise learning from memorizing the images."""
+    """The final source's accuracy on clip(x + δ), or on x if ``delta`` is None (eval mode, no
+    augmentation, no adversary): the two side by side show how much of its fit δ carries."""
     from attacks.source import mean_loss_and_acc
 
     def batches():
         for b in fixed_batches(len(y), batch_size, y.device):
-            yield (view.batch(b) + delta[b]).clamp(0.0, 1.0), y[b]
+            xb = view.batch(b)
+            yield (xb if delta is None else (xb + delta[b]).clamp(0.0, 1.0)), y[b]
 
     return mean_loss_and_acc(model, batches(), amp, channels_last)[1]
 
