@@ -21,6 +21,7 @@ from conftest import DATA
 
 from bench.cache import Cache
 from bench.config import ConfigError, parse_matrix
+from bench.device import cpu_type
 from bench.plan import plan
 from bench.poison import load_dataset, make_poison
 from bench.preflight import PreflightError
@@ -112,7 +113,7 @@ def test_adding_a_defense_trains_exactly_attacks_x_archs_x_seeds_new_cells(finis
     by = {(r.attack, r.seed, r.defense): (r.clean_acc_final, r.train_acc_final, r.device) for r in rows}
     for (attack, seed, defense), (acc, train_acc, device) in by.items():
         if defense == "standard+standard":
-            assert device == "cpu:1t" and (acc, train_acc) == by[attack, seed, "standard"][:2]
+            assert device == f"cpu:1t ({cpu_type()})" and (acc, train_acc) == by[attack, seed, "standard"][:2]
 
 
 def test_corrupted_cache_entry_is_regenerated_and_gives_the_same_numbers(finished, tmp_path):
@@ -320,7 +321,7 @@ def test_ray_executor_on_a_local_cluster_gives_the_local_numbers(finished, tmp_p
         ray.shutdown()
     assert s.executor.startswith("ray (2 CPUs, 0 GPUs")
     assert (s.ok, s.failed, s.poisons_generated) == (4, 0, 4)
-    assert {r.device for r in read_rows(tmp_path / "results" / "sched.csv")} == {"cpu:1t"}  # ran in Ray workers
+    assert {r.device for r in read_rows(tmp_path / "results" / "sched.csv")} == {f"cpu:1t ({cpu_type()})"}  # ran in Ray workers
     assert numbers(tmp_path / "results") == numbers(root / "results")
     assert Cache(tmp_path / "cache").verify() == []
 

@@ -98,11 +98,34 @@ def test_verify_reproduces_cells_exactly_and_flags_an_edited_accuracy(submission
     out = run_cli("verify", str(submission / "tiny.csv"), "--cells", "2", "--data-root", str(DATA))
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.count("ok        ") == 2 and "2 of 2 cells reproduced (tolerance 0)" in out.stderr
+    assert "note:" not in out.stdout  # made on this CPU type: an exact match is the claim
     rows = read_rows(submission / "tiny.csv")
-    edited = [r.model_copy(update={"clean_acc_final": min(100.0, r.clean_acc_final + 0.5)}) for r in rows]
+    other = "cpu:1t (AVX512, Some Other CPU)"
+    edited = [r.model_copy(update={"clean_acc_final": min(100.0, r.clean_acc_final + 0.5), "device": other}) for r in rows]
     (submission / "tiny.csv").write_text(render(edited))
     out = run_cli("verify", str(submission / "tiny.csv"), "--cells", "1", "--data-root", str(DATA))
     assert out.returncode == 1 and "MISMATCH" in out.stdout and "clean_acc_final: recorded" in out.stdout
+    assert "note: its exploiter ran on another CPU type (AVX512, Some Other CPU)" in out.stdout
+
+
+def test_verify_says_when_a_row_comes_from_another_cpu_type(submission):
+    """Floats differ across CPU types (kernel family, model): a row made elsewhere, or one that
+    does not say where, cannot be expected to match bit for bit, and verify says which part."""
+    from bench.device import device_name
+    from bench.verify import cpu_note
+
+    (row,) = read_rows(submission / "tiny.csv")[:1]
+    here = device_name(__import__("torch").device("cpu"))
+    stats = json.loads(row.attack_stats)
+
+    def with_poison_device(device: str):
+        return row.model_copy(update={"device": here, "attack_stats": json.dumps({**stats, "poison": {**stats["poison"], "device": device}})})
+
+    assert cpu_note(with_poison_device(here), "cpu") == ""
+    assert cpu_note(with_poison_device(here), "cuda") == ""  # a GPU re-check states its tolerance anyway
+    assert "its exploiter ran on a CPU whose type the row does not record" in cpu_note(row.model_copy(update={"device": "cpu:1t"}), "cpu")
+    assert "its poison ran on another CPU type (AVX2, Elsewhere)" in cpu_note(with_poison_device("cpu:2t (AVX2, Elsewhere)"), "cpu")
+    assert "not a CPU" in cpu_note(row.model_copy(update={"device": "cuda:NVIDIA A100"}), "cpu")
 
 
 def test_ci_check_fails_on_a_hand_edited_result_or_leaderboard(submission, tmp_path):
@@ -229,6 +252,7 @@ def test_verify_remakes_a_poison_on_the_threads_it_was_made_with(tmp_path):
     import torch
 
     from bench.config import parse_matrix
+    from bench.device import cpu_type
     from bench.scheduler import run_matrix
     from bench.verify import poison_device, verify
 
@@ -249,8 +273,9 @@ def test_verify_remakes_a_poison_on_the_threads_it_was_made_with(tmp_path):
         torch.set_num_threads(old)
     (row,) = read_rows(tmp_path / "second" / "threads.csv")
     (other,) = read_rows(tmp_path / "third" / "threads.csv")
-    assert made_here.failed == 0 and row.device == other.device == "cpu:1t"
-    assert poison_device(row) == "cpu:2t" and poison_device(other) == "cpu:1t"
+    here = cpu_type()
+    assert made_here.failed == 0 and row.device == other.device == f"cpu:1t ({here})"
+    assert poison_device(row) == f"cpu:2t ({here})" and poison_device(other) == f"cpu:1t ({here})"
     assert row.poison_l2 != other.poison_l2  # the thread count changed the noise
     (check,) = verify(tmp_path / "second" / "threads.csv", 1, 0, DATA)
     assert check.error == "" and check.differences == {}, check.differences

@@ -69,7 +69,7 @@ def validate_cmd(paths: tuple[Path, ...]) -> None:
 @click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None, help="Where datasets live.")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Reuse this poison cache [default: a fresh one, so poisons are remade too].")
-@click.option("--device", default="cpu", show_default=True, help="cpu matches exactly; on cuda pass a --tolerance.")
+@click.option("--device", default="cpu", show_default=True, help="cpu: exact on the CPU type the row records; elsewhere and on cuda pass a --tolerance.")
 @click.option("--tolerance", type=click.FloatRange(min=0, max=100), default=0.0, show_default=True, help="Largest accepted difference (accuracy points).")
 def verify_cmd(path, cells, seed, data_root, cache_dir, device, tolerance) -> None:
     """Re-run CELLS rows of a results file from what each row records and compare the numbers."""
@@ -90,6 +90,8 @@ def verify_cmd(path, cells, seed, data_root, cache_dir, device, tolerance) -> No
             bad += 1
             detail = c.error or "; ".join(f"{k}: recorded {a}, re-run {b}" for k, (a, b) in c.differences.items())
             click.echo(f"MISMATCH  {what}: {detail}")
+        if c.note:
+            click.echo(f"          note: {c.note}")
     click.echo(f"{len(checks) - bad} of {len(checks)} cells reproduced (tolerance {tolerance:g})", err=True)
     if bad:
         sys.exit(1)
