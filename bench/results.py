@@ -76,7 +76,8 @@ class ResultRow(BaseModel):
     gen_seconds: float | None = _f("wall time to generate the poison (0 when cached)", ge=0)
     train_seconds: float | None = _f("wall time of the training loop (excluding evaluation)", ge=0)
     images_per_second: float | None = _f("training throughput", ge=0)
-    device: str = _f("device the cell trained on")
+    device: str = _f("device the cell trained on: `cuda:<GPU name>`, or `cpu:<threads>t (<capability>, <model>)`, "
+                     "e.g. `cpu:1t (AVX2, AMD EPYC)` (rows from before the CPU type was recorded: `cpu:1t`)")
     dataset_fingerprint: str = _f("sha256[:16] of the dataset's train and test arrays")
     python_version: str = _f("Python version")
     torch_version: str = _f("torch version")
