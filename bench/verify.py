@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.config import AttackSpec, DatasetSpec, DefenseSpec
-from bench.device import parse_cpu_device
+from bench.device import cpu_type, parse_cpu_device
 from bench.perturbation import ApplyConfig
 from bench.plan import Cell, PoisonTask, RunSettings, cell_key
 from bench.results import ResultRow, read_rows
@@ -130,8 +130,6 @@ def cpu_note(row: ResultRow, device: str) -> str:
     and thread counts reproduce a CPU run exactly (`bench.device.cpu_type`)."""
     if device != "cpu":
         return ""
-    from bench.device import cpu_type
-
     here = cpu_type()
     for what, recorded in (("its exploiter", row.device), ("its poison", poison_device(row) or row.device)):
         cpu = parse_cpu_device(recorded)
