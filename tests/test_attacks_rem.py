@@ -176,8 +176,8 @@ AT = [("at", {"epsilon": 4, "step_size": 1.5, "steps": 3, "start": "uniform"})]
     reason="does not hold at CPU scale (measured): this test's run gives AT accuracy 0.280 on REM vs 0.242 on EM (500 "
     "images, width-4 convnets). Longer runs, wider sources and more images do not change it: rem-cpu on 2,000 images "
     "gives 0.500 vs EM 0.450 (clean 0.426); on 5,000 images at the reference's 13 epochs, REM from a width-8 / width-16 "
-    "source leaves AT 4/255 at 0.536 / 0.551 vs EM 0.491 (clean 0.504) - docs/algorithms/pgd_attacks.md, "
-    "'Measured at CPU and test scale'",
+    "source leaves AT 4/255 at 0.536 / 0.551 vs EM 0.491 (clean 0.504), and a source trained 40 epochs at 0.568 vs "
+    "EM 0.499 (clean 0.498) - docs/algorithms/pgd_attacks.md, 'Measured at CPU and test scale'",
 )
 def test_rem_survives_adversarial_training_better_than_em(mini):
     """REM's claim: an AT exploiter (ρ = 4/255) learns less from REM noise than from EM noise."""
