@@ -88,7 +88,8 @@ def cpu_type() -> str:
     (oneDNN picks its convolution blocking, and MKL its code path, by model). Two CPUs that
     differ here differ in the last bits of a convolution, and training amplifies that to
     seed-sized gaps: measured, one 5,000-image CIFAR-10 cell recorded at 63.8 % re-ran at
-    61.7 % on another CPU type, with the same code, seed and threads."""
+    61.7 % on another CPU type, with the same code, seed and threads. The variables that
+    override a library's dispatch (`CPU_DISPATCH_ENV`) are part of the type when set."""
     import platform
 
     model = ""
@@ -98,7 +99,15 @@ def cpu_type() -> str:
     except OSError:
         pass
     model = " ".join((model or platform.processor() or platform.machine()).replace(",", " ").split())
-    return f"{torch.backends.cpu.get_cpu_capability()}, {model}" if model else torch.backends.cpu.get_cpu_capability()
+    parts = [torch.backends.cpu.get_cpu_capability(), model]
+    # the variables that override a library's own dispatch (each measured to move a 3-epoch run by 2-3 points)
+    parts += [f"{k}={os.environ[k]}" for k in CPU_DISPATCH_ENV if os.environ.get(k)]
+    return ", ".join(p for p in parts if p)
+
+
+#: Environment variables that change which CPU kernels torch's libraries run: ATen's kernel
+#: family, oneDNN's instruction set (convolutions), MKL's code path (matrix products).
+CPU_DISPATCH_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS")
 
 
 def parse_cpu_device(name: "str | None") -> "tuple[int, str] | None":

@@ -108,7 +108,7 @@ def test_verify_reproduces_cells_exactly_and_flags_an_edited_accuracy(submission
     assert "note: its exploiter ran on another CPU type (AVX512, Some Other CPU)" in out.stdout
 
 
-def test_verify_says_when_a_row_comes_from_another_cpu_type(submission):
+def test_verify_says_when_a_row_comes_from_another_cpu_type(submission, monkeypatch):
     """Floats differ across CPU types (kernel family, model): a row made elsewhere, or one that
     does not say where, cannot be expected to match bit for bit, and verify says which part."""
     from bench.device import device_name
@@ -126,6 +126,9 @@ def test_verify_says_when_a_row_comes_from_another_cpu_type(submission):
     assert "its exploiter ran on a CPU whose type the row does not record" in cpu_note(row.model_copy(update={"device": "cpu:1t"}), "cpu")
     assert "its poison ran on another CPU type (AVX2, Elsewhere)" in cpu_note(with_poison_device("cpu:2t (AVX2, Elsewhere)"), "cpu")
     assert "not a CPU" in cpu_note(row.model_copy(update={"device": "cuda:NVIDIA A100"}), "cpu")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "SSE41")  # convolutions on another instruction set: another CPU type
+    assert "ONEDNN_MAX_CPU_ISA=SSE41" in device_name(__import__("torch").device("cpu"))
+    assert "its exploiter ran on another CPU type" in cpu_note(with_poison_device(here), "cpu")
 
 
 def test_ci_check_fails_on_a_hand_edited_result_or_leaderboard(submission, tmp_path):
