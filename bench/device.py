@@ -100,7 +100,7 @@ def cpu_type() -> str:
         pass
     model = " ".join((model or platform.processor() or platform.machine()).replace(",", " ").split())
     parts = [torch.backends.cpu.get_cpu_capability(), model]
-    # the variables that override a library's own dispatch (each measured to move a 3-epoch run by 2-3 points)
+    # variables that override a library's own dispatch (three of them measured to move a 3-epoch run by 2-3 points)
     parts += [f"{k}={os.environ[k]}" for k in CPU_DISPATCH_ENV if os.environ.get(k)]
     return ", ".join(p for p in parts if p)
 
