@@ -1,6 +1,7 @@
 """Device selection and seeding, in one place."""
 from __future__ import annotations
 
+import functools
 import os
 import random
 from contextlib import nullcontext
@@ -90,6 +91,15 @@ def cpu_type() -> str:
     seed-sized gaps: measured, one 5,000-image CIFAR-10 cell recorded at 63.8 % re-ran at
     61.7 % on another CPU type, with the same code, seed and threads. The variables that
     override a library's dispatch (`CPU_DISPATCH_ENV`) are part of the type when set."""
+    parts = [torch.backends.cpu.get_cpu_capability(), _cpu_model()]
+    # variables that override a library's own dispatch (three of them measured to move a 3-epoch run by 2-3 points)
+    parts += [f"{k}={os.environ[k]}" for k in CPU_DISPATCH_ENV if os.environ.get(k)]
+    return ", ".join(p for p in parts if p)
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_model() -> str:
+    """The processor's model name (read once: every row and poison record asks for it)."""
     import platform
 
     model = ""
@@ -98,11 +108,7 @@ def cpu_type() -> str:
             model = next((line.partition(":")[2].strip() for line in fh if line.startswith("model name")), "")
     except OSError:
         pass
-    model = " ".join((model or platform.processor() or platform.machine()).replace(",", " ").split())
-    parts = [torch.backends.cpu.get_cpu_capability(), model]
-    # variables that override a library's own dispatch (three of them measured to move a 3-epoch run by 2-3 points)
-    parts += [f"{k}={os.environ[k]}" for k in CPU_DISPATCH_ENV if os.environ.get(k)]
-    return ", ".join(p for p in parts if p)
+    return " ".join((model or platform.processor() or platform.machine()).replace(",", " ").split())
 
 
 #: Environment variables that change which CPU kernels torch's libraries run: ATen's kernel

@@ -111,11 +111,13 @@ def test_verify_reproduces_cells_exactly_and_flags_an_edited_accuracy(submission
 def test_verify_says_when_a_row_comes_from_another_cpu_type(submission, monkeypatch):
     """Floats differ across CPU types (kernel family, model): a row made elsewhere, or one that
     does not say where, cannot be expected to match bit for bit, and verify says which part."""
+    import torch
+
     from bench.device import device_name
     from bench.verify import cpu_note
 
     (row,) = read_rows(submission / "tiny.csv")[:1]
-    here = device_name(__import__("torch").device("cpu"))
+    here = device_name(torch.device("cpu"))
     stats = json.loads(row.attack_stats)
 
     def with_poison_device(device: str):
@@ -127,7 +129,7 @@ def test_verify_says_when_a_row_comes_from_another_cpu_type(submission, monkeypa
     assert "its poison ran on another CPU type (AVX2, Elsewhere)" in cpu_note(with_poison_device("cpu:2t (AVX2, Elsewhere)"), "cpu")
     assert "not a CPU" in cpu_note(row.model_copy(update={"device": "cuda:NVIDIA A100"}), "cpu")
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "SSE41")  # convolutions on another instruction set: another CPU type
-    assert "ONEDNN_MAX_CPU_ISA=SSE41" in device_name(__import__("torch").device("cpu"))
+    assert "ONEDNN_MAX_CPU_ISA=SSE41" in device_name(torch.device("cpu"))
     assert "its exploiter ran on another CPU type" in cpu_note(with_poison_device(here), "cpu")
 
 
