@@ -53,10 +53,26 @@ def test_worst_case_and_ranking_on_a_hand_checked_section(tmp_path):
     assert [(r, a, d) for r, a, _, d in s.ranking] == [(1, "gamma", "at"), (2, "beta", "at"), (3, "alpha", "grayscale")]
     assert s.costs["at"]["clean_cost"] == 71.0 - 51.0 and s.costs["grayscale"]["clean_cost"] == 3.0
     md = board.markdown
-    assert "| 1 | gamma | 30.0 | at |" in md and "| alpha | 21.0 ± 1.4 (2) | 40.0 ± 0.0 (2) | 61.0 ± 1.4 (2) | 61.0 (grayscale) |" in md
+    assert "| 1 | gamma | 30.0 | at | 3 of 3 |" in md and "ranked on those alone" not in md and "| alpha | 21.0 ± 1.4 (2) | 40.0 ± 0.0 (2) | 61.0 ± 1.4 (2) | 61.0 (grayscale) |" in md
     tidy = list(csv.DictReader(board.csv.splitlines()))
     beta_at = next(r for r in tidy if (r["attack"], r["defense"]) == ("beta", "at"))
     assert (beta_at["final_mean"], beta_at["worst_case"], beta_at["worst_case_defense"], beta_at["rank"]) == ("46.0000", "46.0000", "at", "2")
+    assert beta_at["defenses_run"] == "3"
+
+
+def test_the_ranking_says_over_how_many_defenses_each_worst_case_was_taken(tmp_path):
+    """Two matrices joined in one section: an attack never run against the defense that breaks
+    the others ranks strongest, and the ranking says it faced fewer defenses."""
+    partial = {k: v for k, v in TABLE.items() if k != ("gamma", "at")}
+    (tmp_path / "hand.csv").write_text(render(rows_from(partial)))
+    board = build(tmp_path)
+    (s,) = board.sections
+    assert s.faced == {"none": 3, "alpha": 3, "beta": 3, "gamma": 2}
+    assert s.worst["gamma"] == (12.0, "grayscale") and s.ranking[0][1] == "gamma"
+    assert "| 1 | gamma | 12.0 | grayscale | 2 of 3 |" in board.markdown and "| 2 | beta | 46.0 | at | 3 of 3 |" in board.markdown
+    assert "ranked on those alone" in board.markdown
+    tidy = {(r["attack"], r["defense"]): r for r in csv.DictReader(board.csv.splitlines())}
+    assert tidy[("gamma", "standard")]["defenses_run"] == "2" and tidy[("alpha", "at")]["defenses_run"] == "3"
 
 
 def test_the_scale_banner_and_the_warnings(tmp_path):

@@ -61,7 +61,12 @@ def section_md(s: Section, plots: dict[str, str]) -> list[str]:
     out += [*_table(header, rows), ""]
     if s.ranking:
         out += ["**Attacks ranked by their worst case** (lowest first: the strongest attack survives its best defense best)", ""]
-        out += _table(["rank", "attack", "worst case (%)", "recovered by"], [[str(r), _label(s, a), f"{acc:.1f}", d] for r, a, acc, d in s.ranking]) + [""]
+        n = len(s.defenses)
+        out += _table(["rank", "attack", "worst case (%)", "recovered by", "defenses run"],
+                      [[str(r), _label(s, a), f"{acc:.1f}", d, f"{s.faced[a]} of {n}"] for r, a, acc, d in s.ranking]) + [""]
+        if any(s.faced[a] < n for _, a, _, _ in s.ranking):
+            out += ["An attack run against fewer of this section's defenses is ranked on those alone: each defense "
+                    "not yet run against it can only raise its worst case.", ""]
     ref_def = s.costs.get(REFERENCE_DEFENSE)
     cost_rows = []
     for d in s.defenses:
@@ -178,6 +183,7 @@ def _anchor(s: Section) -> str:
 TIDY_COLUMNS = [
     "dataset", "subset", "arch", "n_train", "n_test", "epochs", "train", "attack", "defense", "runs", "final_mean", "final_std",
     "peak_mean", "peak_std", "robust_fgsm", "robust_pgd20", "worst_case", "worst_case_defense", "rank",
+    "defenses_run",
 ]
 
 
@@ -197,5 +203,6 @@ def tidy_csv(sections: list[Section]) -> str:
                 rob = s.robust.get((a, d), (None, None))
                 worst = s.worst.get(a, (None, ""))
                 w.writerow([s.dataset, s.subset, s.arch, s.n_pool, s.n_test, s.epochs, s.train, a, d, st.n, f(st.mean), f(st.std),
-                            f(st.peak_mean), f(st.peak_std), f(rob[0]), f(rob[1]), f(worst[0]), worst[1], rank.get(a, "")])
+                            f(st.peak_mean), f(st.peak_std), f(rob[0]), f(rob[1]), f(worst[0]), worst[1], rank.get(a, ""),
+                            s.faced.get(a, 0)])
     return buf.getvalue()

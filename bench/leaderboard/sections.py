@@ -5,7 +5,9 @@ its warnings and its marks.
 The **worst case** of an attack is the best final clean accuracy any defense of the section
 recovers against it (mean over seeds), with that defense: the answer to "does my attack
 survive every defense?". Attacks are **ranked** by it, lowest first (the strongest attack
-is the one whose best defense recovers least). A defense's **clean cost** is what it takes
+is the one whose best defense recovers least). A section can join several matrices, so not
+every attack faced every defense: the ranking says over how many each worst case was taken,
+since one more defense can only raise it. A defense's **clean cost** is what it takes
 from clean data: standard training's accuracy on the clean reference minus its own.
 """
 from __future__ import annotations
@@ -56,6 +58,7 @@ class Section:
     grid: dict[tuple[str, str], Stat]
     robust: dict[tuple[str, str], tuple[float | None, float | None]]
     worst: dict[str, tuple[float, str]]
+    faced: dict[str, int]  # attack -> how many of the section's defenses it was run against
     ranking: list[tuple[int, str, float, str]]
     costs: dict[str, dict]
     partial: dict[tuple[str, float], Stat]
@@ -149,9 +152,10 @@ def make_section(sec: pd.DataFrame, budget: dict, arch: str) -> Section:
             robust[(a, d)] = (fgsm.mean() if len(fgsm) else None, pgd.mean() if len(pgd) else None)
     attacks = _order(main["attack"], REFERENCE_ATTACK)
     defenses = _order(main["defense"], REFERENCE_DEFENSE)
-    worst = {}
+    worst, faced = {}, {}
     for a in attacks:
         cells = [(grid[(a, d)].mean, d) for d in defenses if (a, d) in grid]
+        faced[a] = len(cells)
         if cells:
             acc, d = max(cells, key=lambda t: (t[0], t[1]))
             worst[a] = (acc, d)
@@ -166,7 +170,7 @@ def make_section(sec: pd.DataFrame, budget: dict, arch: str) -> Section:
         dataset=budget["dataset"], arch=arch, n_pool=int(budget["n_pool"]), n_test=int(budget["n_test"]),
         epochs=int(budget["epochs"]), train=budget["train"], train_config=_json(sec["train_config"].iloc[0]),
         classes=int(sec["classes"].iloc[0]), matrices=sorted(set(sec["matrix"])), attacks=attacks, defenses=defenses,
-        grid=grid, robust=robust, worst=worst, ranking=ranking, costs=costs, partial=partial,
+        grid=grid, robust=robust, worst=worst, faced=faced, ranking=ranking, costs=costs, partial=partial,
         sources=sorted(set(sec["source_arch"]) - {""}), subset=int(budget["subset"]),
     )
     s.marks, s.notes = _defense_marks(main)
