@@ -209,6 +209,13 @@ class Matrix(_Strict):
         """The cross products this matrix is made of: itself, or one per block."""
         return list(self._subs) if self.blocks is not None else [self]
 
+    def block_labels(self) -> list[str]:
+        """The name of each of `matrices()`, for ``--only block=…``: a block's ``label``, else
+        its position (``0``, ``1``, …); ``""`` for a matrix without blocks."""
+        if self.blocks is None:
+            return [""]
+        return [str(b.get("label") or i) for i, b in enumerate(self.blocks)]
+
     @model_validator(mode="after")
     def _plugins(self) -> "Matrix":
         """Resolve every plugin name and validate its params now, before any work."""

@@ -93,6 +93,7 @@ class Cell(_Frozen):
     key: str
     defense_label: str
     spec: str
+    blocks: tuple[str, ...] = ()  # the labels of the matrix's blocks that name it (not part of spec)
 
     @property
     def seed(self) -> int:
@@ -195,13 +196,12 @@ def plan(m: Matrix) -> Plan:
     distinct spec is validated and serialized once."""
     if m.blocks is None:
         return Plan(m, _cells(m))
-    cells, seen = [], set()
-    for sub in m.matrices():
+    cells: dict[str, Cell] = {}
+    for label, sub in zip(m.block_labels(), m.matrices()):
         for c in _cells(sub):
-            if c.key not in seen:
-                seen.add(c.key)
-                cells.append(c)
-    return Plan(m, cells)
+            first = cells.setdefault(c.key, c)
+            cells[c.key] = first.model_copy(update={"blocks": (*first.blocks, label)})
+    return Plan(m, list(cells.values()))
 
 
 def _cells(m: Matrix) -> list[Cell]:

@@ -16,8 +16,9 @@ from bench.records import PERTURBATION, DatasetFacts
 from bench.results import ResultRow
 from bench.store import ResultStore
 
-FILTER_KEYS = ("attack", "attack_name", "defense", "arch", "seed", "dataset")
-"""What ``--only KEY=PATTERN`` can select on."""
+FILTER_KEYS = ("attack", "attack_name", "defense", "arch", "seed", "dataset", "block")
+"""What ``--only KEY=PATTERN`` can select on (``block``: a block's label; a cell two blocks
+name matches either)."""
 
 
 @dataclass
@@ -43,11 +44,12 @@ class PlanStatus:
         return bool(self.rerun) or any(c.key in self.failed_rows for c in self.todo)
 
 
-def cell_fields(c: Cell) -> dict[str, str]:
+def cell_fields(c: Cell) -> dict[str, tuple[str, ...]]:
+    """Each filter key's values for one cell (one each, but a cell's blocks may be several)."""
     t = c.poison
     return {
-        "attack": t.label, "attack_name": t.attack_name, "defense": c.defense_label, "arch": c.arch,
-        "seed": str(t.seed), "dataset": t.dataset.name,
+        "attack": (t.label,), "attack_name": (t.attack_name,), "defense": (c.defense_label,), "arch": (c.arch,),
+        "seed": (str(t.seed),), "dataset": (t.dataset.name,), "block": c.blocks or ("",),
     }
 
 
@@ -55,7 +57,8 @@ def select(cells, only: dict[str, list[str]] | None) -> list[Cell]:
     """The cells matching every ``--only`` key (any of its patterns); all without filters."""
     if not only:
         return list(cells)
-    return [c for c in cells if all(any(fnmatch.fnmatchcase(cell_fields(c)[k], p) for p in pats) for k, pats in only.items())]
+    match = lambda values, pats: any(fnmatch.fnmatchcase(v, p) for v in values for p in pats)
+    return [c for c in cells if all(match(cell_fields(c)[k], pats) for k, pats in only.items())]
 
 
 def regenerating(task: PoisonTask, patterns: list[str] | tuple[str, ...]) -> bool:

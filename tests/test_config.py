@@ -90,6 +90,16 @@ def test_blocks_are_experiments_of_one_matrix():
     assert {c.poison.label for c in p.cells} == {"none", "random", "clean-only"}
     assert {c.poison.poison_ratio for c in p.cells} == {0.5, 1.0}
     assert len({c.spec for c in p.cells}) == len(p.cells)
+    # --only block=LABEL selects a block's cells; a shared cell belongs to both blocks
+    from bench.status import select
+
+    shared = [c for c in p.cells if c.blocks == ("gray", "partial")]
+    assert {(c.poison.label, c.poison.poison_ratio, c.defense_label) for c in shared} == {("random", 1.0, "standard")}
+    assert len(select(p.cells, {"block": ["gray"]})) == 2 * 4 and len(select(p.cells, {"block": ["part*"]})) == 2 * 3
+    assert select(p.cells, {"block": ["gray"], "defense": ["grayscale"]}) == [c for c in p.cells if c.defense_label == "grayscale"]
+    assert select(p.cells, {"block": ["nope"]}) == []
+    unlabelled = parse_matrix({**BASE, "blocks": [{"attacks": ["none"]}, {"attacks": ["random"]}]})
+    assert unlabelled.block_labels() == ["0", "1"] and parse_matrix(BASE).block_labels() == [""]
     assert "blocks[1]: poison_ratio and poison_ratios" in err({**BASE, "blocks": [{"attacks": ["none"]}, {"poison_ratio": 0.5, "poison_ratios": [0.2]}]})
     assert "blocks[0]: train: not a block field" in err({**BASE, "blocks": [{"train": {"epochs": 1}}]})
 

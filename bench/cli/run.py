@@ -47,7 +47,7 @@ def _load(config: Path, device: str | None, sets: tuple[str, ...]):
 @click.option("--cache-dir", type=_PATH, default=None, help="Poison cache (else $UEBENCH_CACHE, else ~/.cache/uebench/cache).")
 @click.option("--set", "sets", multiple=True, metavar="FIELD=VALUE", help="Override a config field, e.g. --set train.epochs=2 (repeatable).")
 @click.option("--only", "only", multiple=True, metavar="KEY=PATTERN",
-              help="Run only matching cells; KEY: attack, attack_name, defense, arch, seed, dataset (wildcards).")
+              help="Run only matching cells; KEY: attack, attack_name, defense, arch, seed, dataset, block (a block's label; wildcards).")
 @click.option("--dry-run", is_flag=True, help="Print the plan (cells done / to compute, poisons cached / to generate) and exit.")
 @click.option("--retry-failed", is_flag=True, help="Rerun cells recorded as failed (default: skip and report them).")
 @click.option("--regenerate", multiple=True, metavar="ATTACK", help="Remake the cached poisons of ATTACK (name or label, wildcards) and rerun their cells.")
