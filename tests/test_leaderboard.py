@@ -54,6 +54,7 @@ def test_worst_case_and_ranking_on_a_hand_checked_section(tmp_path):
     assert s.costs["at"]["clean_cost"] == 71.0 - 51.0 and s.costs["grayscale"]["clean_cost"] == 3.0
     md = board.markdown
     assert "| 1 | gamma | 30.0 | at | 3 of 3 |" in md and "ranked on those alone" not in md
+    assert s.shared == () and "Ranked on the defenses they all faced" not in md  # every attack faced every defense
     assert "| alpha | 21.0 ± 1.4 (2) | 40.0 ± 0.0 (2) | 61.0 ± 1.4 (2) | 61.0 (grayscale) |" in md
     tidy = list(csv.DictReader(board.csv.splitlines()))
     beta_at = next(r for r in tidy if (r["attack"], r["defense"]) == ("beta", "at"))
@@ -74,6 +75,13 @@ def test_the_ranking_says_over_how_many_defenses_each_worst_case_was_taken(tmp_p
     assert "ranked on those alone" in board.markdown
     tidy = {(r["attack"], r["defense"]): r for r in csv.DictReader(board.csv.splitlines())}
     assert tidy[("gamma", "standard")]["defenses_run"] == "2" and tidy[("alpha", "at")]["defenses_run"] == "3"
+    # the fair ranking: over the two defenses all three faced (6 cells; the three defenses alpha and beta faced also give 6,
+    # with fewer attacks), where beta's worst case is grayscale's 19.0, not AT's 46.0
+    assert s.shared == ("standard", "grayscale")
+    assert [(r, a, acc, d) for r, a, acc, d in s.shared_ranking] == [(1, "gamma", 12.0, "grayscale"), (2, "beta", 19.0, "grayscale"),
+                                                                     (3, "alpha", 61.0, "grayscale")]
+    assert "**Ranked on the defenses they all faced** (standard, grayscale)" in board.markdown and "| 2 | beta | 19.0 | grayscale |" in board.markdown
+    assert (tidy[("beta", "at")]["shared_rank"], tidy[("beta", "at")]["shared_worst_case"]) == ("2", "19.0000")
 
 
 def test_the_scale_banner_and_the_warnings(tmp_path):

@@ -67,6 +67,12 @@ def section_md(s: Section, plots: dict[str, str]) -> list[str]:
         if any(s.faced[a] < n for _, a, _, _ in s.ranking):
             out += ["An attack run against fewer of this section's defenses is ranked on those alone: each defense "
                     "not yet run against it can only raise its worst case.", ""]
+        if s.shared_ranking:
+            names = ", ".join(_label(s, d) for d in s.shared)
+            out += [f"**Ranked on the defenses they all faced** ({names}): the {len(s.shared_ranking)} attacks run against every one of "
+                    "them, each worst case taken over the same set", ""]
+            out += _table(["rank", "attack", "worst case (%)", "recovered by"],
+                          [[str(r), _label(s, a), f"{acc:.1f}", d] for r, a, acc, d in s.shared_ranking]) + [""]
     ref_def = s.costs.get(REFERENCE_DEFENSE)
     cost_rows = []
     for d in s.defenses:
@@ -183,7 +189,7 @@ def _anchor(s: Section) -> str:
 TIDY_COLUMNS = [
     "dataset", "subset", "arch", "n_train", "n_test", "epochs", "train", "attack", "defense", "runs", "final_mean", "final_std",
     "peak_mean", "peak_std", "robust_fgsm", "robust_pgd20", "worst_case", "worst_case_defense", "rank",
-    "defenses_run",
+    "defenses_run", "shared_rank", "shared_worst_case",
 ]
 
 
@@ -195,6 +201,7 @@ def tidy_csv(sections: list[Section]) -> str:
     f = lambda v: "" if v is None else f"{v:.4f}"
     for s in sections:
         rank = {a: r for r, a, _, _ in s.ranking}
+        shared = {a: (r, acc) for r, a, acc, _ in s.shared_ranking}
         for a in s.attacks:
             for d in s.defenses:
                 st = s.grid.get((a, d))
@@ -204,5 +211,5 @@ def tidy_csv(sections: list[Section]) -> str:
                 worst = s.worst.get(a, (None, ""))
                 w.writerow([s.dataset, s.subset, s.arch, s.n_pool, s.n_test, s.epochs, s.train, a, d, st.n, f(st.mean), f(st.std),
                             f(st.peak_mean), f(st.peak_std), f(rob[0]), f(rob[1]), f(worst[0]), worst[1], rank.get(a, ""),
-                            s.faced.get(a, 0)])
+                            s.faced.get(a, 0), shared.get(a, ("", None))[0], f(shared.get(a, ("", None))[1])])
     return buf.getvalue()

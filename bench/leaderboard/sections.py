@@ -7,7 +7,10 @@ recovers against it (mean over seeds), with that defense: the answer to "does my
 survive every defense?". Attacks are **ranked** by it, lowest first (the strongest attack
 is the one whose best defense recovers least). A section can join several matrices, so not
 every attack faced every defense: the ranking says over how many each worst case was taken,
-since one more defense can only raise it. A defense's **clean cost** is what it takes
+since one more defense can only raise it. Where attacks faced different defenses, a second
+ranking is taken over a **shared set**: the defenses every attack it ranks faced, chosen to
+cover the most attack × defense cells (`shared_defenses`), so that no attack in it is ranked
+on fewer defenses than another. A defense's **clean cost** is what it takes
 from clean data: standard training's accuracy on the clean reference minus its own.
 """
 from __future__ import annotations
@@ -62,6 +65,8 @@ class Section:
     ranking: list[tuple[int, str, float, str]]
     costs: dict[str, dict]
     partial: dict[tuple[str, float], Stat]
+    shared: tuple[str, ...] = ()  # the shared defense set (empty: every ranked attack faced every defense, or no set fits)
+    shared_ranking: list[tuple[int, str, float, str]] = field(default_factory=list)
     marks: dict[str, str] = field(default_factory=dict)  # label -> mark shown next to it
     notes: list[str] = field(default_factory=list)  # what each mark means
     hidden_params: dict[str, str] = field(default_factory=dict)  # label -> its non-default params
@@ -159,8 +164,8 @@ def make_section(sec: pd.DataFrame, budget: dict, arch: str) -> Section:
         if cells:
             acc, d = max(cells, key=lambda t: (t[0], t[1]))
             worst[a] = (acc, d)
-    ranked = sorted(((acc, a, d) for a, (acc, d) in worst.items() if a != REFERENCE_ATTACK), key=lambda t: (t[0], t[1]))
-    ranking = [(i + 1, a, acc, d) for i, (acc, a, d) in enumerate(ranked)]
+    ranking = _rank(grid, [a for a in worst if a != REFERENCE_ATTACK], defenses)
+    shared = shared_defenses(grid, [a for _, a, _, _ in ranking], defenses)
     costs = _costs(main, grid, defenses)
     partial = {
         (a, float(r)): Stat.of(list(g["clean_acc_final"]), list(g["clean_acc_peak"]))
@@ -171,6 +176,7 @@ def make_section(sec: pd.DataFrame, budget: dict, arch: str) -> Section:
         epochs=int(budget["epochs"]), train=budget["train"], train_config=_json(sec["train_config"].iloc[0]),
         classes=int(sec["classes"].iloc[0]), matrices=sorted(set(sec["matrix"])), attacks=attacks, defenses=defenses,
         grid=grid, robust=robust, worst=worst, faced=faced, ranking=ranking, costs=costs, partial=partial,
+        shared=shared, shared_ranking=_rank(grid, [a for _, a, _, _ in ranking if all((a, d) in grid for d in shared)], shared) if shared else [],
         sources=sorted(set(sec["source_arch"]) - {""}), subset=int(budget["subset"]),
     )
     s.marks, s.notes = _defense_marks(main)
@@ -184,6 +190,38 @@ def make_section(sec: pd.DataFrame, budget: dict, arch: str) -> Section:
         s.notes.append("† the label does not show all its params: see *Params behind the labels* below")
     s.warnings = _warnings(s, main)
     return s
+
+
+def _rank(grid: dict, attacks: list[str], defenses) -> list[tuple[int, str, float, str]]:
+    """(rank, attack, worst case, the defense that gives it) over ``defenses``, lowest first;
+    an attack is ranked on the defenses of ``defenses`` it faced."""
+    worst = []
+    for a in attacks:
+        cells = [(grid[(a, d)].mean, d) for d in defenses if (a, d) in grid]
+        if cells:
+            acc, d = max(cells, key=lambda t: (t[0], t[1]))
+            worst.append((acc, a, d))
+    return [(i + 1, a, acc, d) for i, (acc, a, d) in enumerate(sorted(worst, key=lambda t: (t[0], t[1])))]
+
+
+def shared_defenses(grid: dict, attacks: list[str], defenses: list[str]) -> tuple[str, ...]:
+    """The defense set a fair ranking of ``attacks`` is taken over: among the sets of defenses
+    some attack faced (and the pairwise overlaps of those sets), the one that, with every
+    attack that faced all of it, covers the most cells; at least two defenses and two attacks.
+    Empty when every attack faced every defense (the full ranking is already fair) or when no
+    set fits. Ties go to more attacks, then to the alphabetically first set."""
+    faced = {a: frozenset(d for d in defenses if (a, d) in grid) for a in attacks}
+    if len(set(faced.values())) <= 1:
+        return ()
+    sets = set(faced.values())
+    candidates = sets | {x & y for x in sets for y in sets}
+    best, best_key = (), (0, 0)
+    for cand in sorted(candidates, key=lambda c: sorted(c)):
+        n = sum(1 for f in faced.values() if cand <= f)
+        key = (len(cand) * n, n)
+        if len(cand) >= 2 and n >= 2 and key > best_key:
+            best, best_key = tuple(d for d in defenses if d in cand), key
+    return best
 
 
 def _costs(main: pd.DataFrame, grid: dict, defenses: list[str]) -> dict[str, dict]:
