@@ -54,7 +54,7 @@ class Cells:
         return None if got is None else got[0]
 
 
-def _fmt(c, attack, defense=STANDARD, arch=None, ratio=1.0) -> str:
+def cell_text(c, attack, defense=STANDARD, arch=None, ratio=1.0) -> str:
     got = c.get(attack, defense, arch, ratio)
     if got is None:
         return f"{attack}/{defense}: —"
@@ -62,8 +62,8 @@ def _fmt(c, attack, defense=STANDARD, arch=None, ratio=1.0) -> str:
     return f"{attack}/{defense}{'' if arch is None else '@' + arch}{'' if ratio == 1.0 else f' {ratio:.0%}'} {m:.1f}±{s:.1f} (n={n})"
 
 
-def _missing(c: Cells, *needs) -> Outcome | None:
-    lacking = [_fmt(c, *n) for n in needs if c.get(*n) is None]
+def missing_rows(c: Cells, *needs) -> Outcome | None:
+    lacking = [cell_text(c, *n) for n in needs if c.get(*n) is None]
     return Outcome(None, "missing rows: " + "; ".join(lacking)) if lacking else None
 
 
@@ -74,12 +74,12 @@ def _spread(c: Cells, a, b) -> float:
 
 def f1(c: Cells) -> Outcome:
     needs = [("none",), ("em-sample",), ("em-class",), ("random-sample",), ("random-class",)]
-    if m := _missing(c, *needs):
+    if m := missing_rows(c, *needs):
         return m
     clean = c.mean("none")
     drops = {a: clean - c.mean(a) for a in ("em-sample", "em-class", "random-sample", "random-class")}
     holds = drops["em-sample"] >= 30 and drops["em-class"] >= 30 and drops["random-sample"] < 5 and drops["random-class"] < 5
-    return Outcome(holds, ", ".join(f"{a} {_change(-d)}" for a, d in drops.items()) + f" (clean {clean:.1f})", [_fmt(c, *n) for n in needs])
+    return Outcome(holds, ", ".join(f"{a} {_change(-d)}" for a, d in drops.items()) + f" (clean {clean:.1f})", [cell_text(c, *n) for n in needs])
 
 
 def _recovers(c: Cells, attack: str, defense: str, share: float) -> tuple[bool, str]:
@@ -92,31 +92,31 @@ def _recovers(c: Cells, attack: str, defense: str, share: float) -> tuple[bool, 
 
 def f2(c: Cells) -> Outcome:
     needs = [("none",), ("em-sample",), ("em-sample", GRAY), ("em-class",), ("em-class", GRAY)]
-    if m := _missing(c, *needs):
+    if m := missing_rows(c, *needs):
         return m
     a, ta = _recovers(c, "em-sample", GRAY, 2 / 3)
     b, tb = _recovers(c, "em-class", GRAY, 2 / 3)
-    return Outcome(a and b, f"{ta}; {tb}", [_fmt(c, *n) for n in needs])
+    return Outcome(a and b, f"{ta}; {tb}", [cell_text(c, *n) for n in needs])
 
 
 def f3(c: Cells) -> Outcome:
     needs = [("none",), ("none", GRAY), ("uleo-grayaugs",), ("uleo-grayaugs", GRAY), ("uleo-gray-class", GRAY)]
-    if m := _missing(c, *needs):
+    if m := missing_rows(c, *needs):
         return m
     clean, clean_g = c.mean("none"), c.mean("none", GRAY)
     gaps = {"uleo-grayaugs/standard": clean - c.mean("uleo-grayaugs"), "uleo-grayaugs/grayscale": clean_g - c.mean("uleo-grayaugs", GRAY),
             "uleo-gray-class/grayscale": clean_g - c.mean("uleo-gray-class", GRAY)}
-    return Outcome(all(g >= 25 for g in gaps.values()), ", ".join(f"{k} {g:.1f} below clean" for k, g in gaps.items()), [_fmt(c, *n) for n in needs])
+    return Outcome(all(g >= 25 for g in gaps.values()), ", ".join(f"{k} {g:.1f} below clean" for k, g in gaps.items()), [cell_text(c, *n) for n in needs])
 
 
 def f4(c: Cells) -> Outcome:
     cnn = c.default_arch
     needs = [("none", STANDARD, cnn), ("em-mlp", STANDARD, cnn), ("none", STANDARD, MLP), ("em-mlp", STANDARD, MLP)]
-    if m := _missing(c, *needs):
+    if m := missing_rows(c, *needs):
         return m
     d_cnn = c.mean("none", STANDARD, cnn) - c.mean("em-mlp", STANDARD, cnn)
     d_mlp = c.mean("none", STANDARD, MLP) - c.mean("em-mlp", STANDARD, MLP)
-    return Outcome(d_cnn >= 25 and d_cnn > d_mlp, f"{cnn} {_change(-d_cnn)}, {MLP} {_change(-d_mlp)}", [_fmt(c, *n) for n in needs])
+    return Outcome(d_cnn >= 25 and d_cnn > d_mlp, f"{cnn} {_change(-d_cnn)}, {MLP} {_change(-d_mlp)}", [cell_text(c, *n) for n in needs])
 
 
 def _change(v: float) -> str:
@@ -126,42 +126,42 @@ def _change(v: float) -> str:
 
 def f5(c: Cells) -> Outcome:
     needs = [("none",), ("em-sample",), ("em-sample", "bdr-2"), ("em-sample", "jpeg")]
-    if m := _missing(c, *needs):
+    if m := missing_rows(c, *needs):
         return m
     std = c.mean("em-sample")
     back = {d: c.mean("em-sample", d) - std for d in ("bdr-2", "jpeg")}
     holds = all(b > max(2.0, _spread(c, ("em-sample",), ("em-sample", d))) for d, b in back.items())
-    return Outcome(holds, ", ".join(f"{d} recovers {b:+.1f}" for d, b in back.items()) + f" of {c.mean('none') - std:.1f}", [_fmt(c, *n) for n in needs])
+    return Outcome(holds, ", ".join(f"{d} recovers {b:+.1f}" for d, b in back.items()) + f" of {c.mean('none') - std:.1f}", [cell_text(c, *n) for n in needs])
 
 
 def f6(c: Cells) -> Outcome:
     needs = [("none", "at"), ("em-sample", "at")]
-    if m := _missing(c, *needs):
+    if m := missing_rows(c, *needs):
         return m
     gap = c.mean("none", "at") - c.mean("em-sample", "at")
     return Outcome(abs(gap) <= 5, f"at: clean {c.mean('none', 'at'):.1f} vs em-sample {c.mean('em-sample', 'at'):.1f} (gap {gap:+.1f})",
-                   [_fmt(c, *n) for n in needs])
+                   [cell_text(c, *n) for n in needs])
 
 
 def f7(c: Cells) -> Outcome:
     needs = [("none",), ("em-sample",), ("em-sample", "st"), ("em-sample", "st-cg"), ("em-sample", "st-full"), ("none", "st-full")]
-    if m := _missing(c, *needs):
+    if m := missing_rows(c, *needs):
         return m
     std, st, cg, full = (c.mean("em-sample", d) for d in (STANDARD, "st", "st-cg", "st-full"))
     ok_full, text = _recovers(c, "em-sample", "st-full", 2 / 3)
     cost = c.mean("none") - c.mean("none", "st-full")
     order = std <= min(st, cg) and max(st, cg) <= full
     return Outcome(ok_full and cost <= 3 and order, f"{text}; clean cost {cost:+.1f}; NT {std:.1f} ≤ ST {st:.1f}, ST-CG {cg:.1f} ≤ ST-Full {full:.1f}",
-                   [_fmt(c, *n) for n in needs])
+                   [cell_text(c, *n) for n in needs])
 
 
 def f8(c: Cells) -> Outcome:
     needs = [(a, STANDARD, None, r) for r in (0.2, 0.5) for a in ("em-sample", "clean-only")]
-    if m := _missing(c, *needs):
+    if m := missing_rows(c, *needs):
         return m
     diffs = {r: c.mean("em-sample", ratio=r) - c.mean("clean-only", ratio=r) for r in (0.2, 0.5)}
     return Outcome(all(abs(d) <= 3 for d in diffs.values()), ", ".join(f"{r:.0%} poisoned: {d:+.1f} vs clean-only" for r, d in diffs.items()),
-                   [_fmt(c, *n) for n in needs])
+                   [cell_text(c, *n) for n in needs])
 
 
 FINDINGS = [
@@ -189,9 +189,10 @@ def evaluate(df: pd.DataFrame, arch: str | None = None) -> list[tuple[Finding, O
     return [(f, f.check(cells)) for f in FINDINGS]
 
 
-def markdown(results: list[tuple[Finding, Outcome]]) -> str:
-    """A table of the findings, then for each the cells it compared (mean ± std over seeds, n runs)."""
-    lines = ["| finding | source | claim | paper | measured | holds |", "|---|---|---|---|---|---|"]
+def markdown(results: list[tuple[Finding, Outcome]], what: str = "finding") -> str:
+    """A table of the findings (or orderings: ``what`` names the first column), then for each
+    the cells it compared (mean ± std over seeds, n runs)."""
+    lines = [f"| {what} | source | claim | paper | measured | holds |", "|---|---|---|---|---|---|"]
     for f, o in results:
         mark = {True: "yes", False: "**no**", None: "not run"}[o.holds]
         lines.append(f"| {f.key} | {f.source} | {f.claim} | {f.paper} | {o.measured} | {mark} |")

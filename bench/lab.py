@@ -4,6 +4,7 @@ results folder, build the leaderboard from a DataFrame.
     import bench.lab as lab
     df = lab.run("configs/quick.yaml", sets=["train.epochs=2"])       # rows of this run's cells
     df = lab.load("results")                                          # every published row
+    df = lab.load("results", cells_of="configs/coverage_cpu.yaml")    # one matrix's cells
     df[df.defense == "standard"].groupby("attack").clean_acc_final.mean()
     print(lab.leaderboard(df[df.dataset == "cifar10"]))               # markdown
 
@@ -24,15 +25,24 @@ def _frame(rows: list[ResultRow]) -> pd.DataFrame:
     return pd.DataFrame([r.model_dump() for r in rows], columns=ResultRow.columns())
 
 
-def load(results_dir: str | Path = "results") -> pd.DataFrame:
-    """Every row (ok and failed) of a results folder's files; a cell recorded twice counts once."""
+def load(results_dir: str | Path = "results", cells_of: str | Path | None = None) -> pd.DataFrame:
+    """Every row (ok and failed) of a results folder's files; a cell recorded twice counts once.
+    With ``cells_of`` (a matrix config), only the rows of that matrix's cells, in whichever
+    file they were recorded (two configs that name the same cell share its one row)."""
     from bench.results import NotAResultsFile, read_rows, results_files
 
+    keys = None
+    if cells_of is not None:
+        from bench.configfile import load_matrix
+        from bench.plan import plan
+
+        keys = plan(load_matrix(cells_of)).keys()
     rows: dict[str, ResultRow] = {}
     for path in results_files(Path(results_dir)):
         try:
             for r in read_rows(path):
-                rows[r.cell_hash] = r
+                if keys is None or r.cell_hash in keys:
+                    rows[r.cell_hash] = r
         except NotAResultsFile:
             continue
     return _frame(list(rows.values()))

@@ -52,3 +52,42 @@ def markdown(rows: list[PaperRow], columns: tuple[str, ...], draws: list[tuple[s
         ours = [_cell(c, r.label, col) for _, c in cells for col in columns]
         lines.append("| " + " | ".join([r.name, f"`{r.label}`", *r.paper, *ours]) + " |")
     return "\n".join(lines)
+
+
+COVERAGE_COLUMNS = (STANDARD, "iss-gray", "iss-jpeg", "bdr-2", "st-full", "at", "ueraser")
+COVERAGE_TABLE = [
+    PaperRow("clean", "none", ("94.68", "92.41", "85.38", "—", "93.79", "—", "—")),
+    PaperRow("random noise", "random-sample", ("—",) * 7),
+    PaperRow("EM", "em-sample", ("20.78", "92.03", "80.72", "37.94", "87.05", "82.51", "93.61")),
+    PaperRow("REM", "rem", ("17.47", "92.27", "85.44", "58.60", "78.86", "77.46", "92.43")),
+    PaperRow("TAP", "tap", ("6.27", "11.01", "84.08", "70.75", "85.08", "79.92", "79.05")),
+    PaperRow("HYPO", "hypo", ("70.38", "63.35", "85.21", "74.82", "—", "81.49", "88.44")),
+    PaperRow("AR", "ar", ("11.74", "35.17", "84.75", "36.14", "87.51", "81.15", "90.12")),
+    PaperRow("CUDA", "cuda", ("18.48", "—", "—", "—", "—", "—", "—")),
+    PaperRow("LSP", "lsp", ("13.06", "64.70", "80.14", "53.86", "—", "81.38", "92.83")),
+    PaperRow("OPS", "ops", ("14.69", "19.88", "78.48", "37.32", "76.19", "14.95", "77.99")),
+]
+"""The coverage matrix's rows in the field's tables, CIFAR-10 ResNet-18, clean test accuracy
+(%): APBench's leaderboard (standard, grayscale, JPEG-10, BDR-2, PGD-10 AT at 8/255,
+UEraser-Max); the clean row from ISS (standard, grayscale, JPEG-10); ST-Full from ST's
+Table II (its EM, REM, AEP = TAP, AP = AR and OPS rows, and its clean row); CUDA's standard
+number from the CUDA paper's Table 2 (its AT is 4/255, not APBench's 8/255, so not set here)."""
+
+
+def _mean(cells: Cells, attack: str, defense: str) -> str:
+    got = cells.get(attack, defense)
+    return "—" if got is None else f"{got[0]:.1f}"
+
+
+def draws_markdown(rows: list[PaperRow], columns: tuple[str, ...], draws: list[tuple[str, pd.DataFrame]]) -> str:
+    """The table with one column per defense, each cell the draws' numbers side by side
+    ("63.8 / 61.8": the first draw, then the second; "—" where a draw has no row), and the
+    paper's numbers last, one column, in the same defense order."""
+    cells = [Cells(df) for _, df in draws]
+    titles = " / ".join(t for t, _ in draws)
+    head = ["attack", *(f"`{c}`" for c in columns), "paper: " + " / ".join(columns)]
+    lines = [f"Clean test accuracy (%), one cell per draw ({titles}):", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        ours = [" / ".join(_mean(c, r.label, col) for c in cells) for col in columns]
+        lines.append("| " + " | ".join([f"{r.name} (`{r.label}`)", *ours, " / ".join(r.paper)]) + " |")
+    return "\n".join(lines)

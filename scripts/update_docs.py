@@ -7,8 +7,10 @@ A generated block sits between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->``
 Blocks: ``schema`` (the results columns, from `bench.results.ResultRow`), ``findings`` (the
 seed papers' findings F1-F8 checked on the published ``results/repro_cpu.csv``) and
 ``findings-subset1`` (the same checks on ``results/repro_cpu_subset1.csv``, the same
-experiments on another draw of the data) and ``gg-table2`` (Going Grayscale Table 2 whole,
-beside both draws' rows).
+experiments on another draw of the data), ``gg-table2`` (Going Grayscale Table 2 whole,
+beside both draws' rows), and for the coverage matrix ``coverage-table`` (its cells on both
+draws beside the field's tables) and ``orderings`` / ``orderings-subset1`` (the field's
+orderings, `bench.orderings`, checked on each draw).
 """
 from __future__ import annotations
 
@@ -23,15 +25,21 @@ REPRODUCTION = REPO / "docs" / "REPRODUCTION.md"
 
 def blocks() -> dict[str, tuple[Path, str]]:
     sys.path.insert(0, str(REPO))
-    from bench import findings, paper_tables
+    from bench import findings, lab, orderings, paper_tables
     from bench.results import schema_markdown
 
     draws = [("subset 0", frame(REPO / "results" / "repro_cpu.csv")), ("subset 1", frame(REPO / "results" / "repro_cpu_subset1.csv"))]
+    # the coverage matrix's cells wherever they are recorded (some are repro_cpu's, same hash)
+    coverage = [(t, lab.load(REPO / "results", cells_of=REPO / "configs" / f"{c}.yaml"))
+                for t, c in (("subset 0", "coverage_cpu"), ("subset 1", "coverage_cpu_subset1"))]
     return {
         "schema": (REPO / "docs" / "results-schema.md", schema_markdown()),
         "findings": (REPRODUCTION, findings.markdown(findings.evaluate(draws[0][1]))),
         "findings-subset1": (REPRODUCTION, findings.markdown(findings.evaluate(draws[1][1]))),
         "gg-table2": (REPRODUCTION, paper_tables.markdown(paper_tables.GG_TABLE2, paper_tables.GG_TABLE2_COLUMNS, draws)),
+        "coverage-table": (REPRODUCTION, paper_tables.draws_markdown(paper_tables.COVERAGE_TABLE, paper_tables.COVERAGE_COLUMNS, coverage)),
+        "orderings": (REPRODUCTION, findings.markdown(orderings.evaluate(coverage[0][1]), "ordering")),
+        "orderings-subset1": (REPRODUCTION, findings.markdown(orderings.evaluate(coverage[1][1]), "ordering")),
     }
 
 

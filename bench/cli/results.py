@@ -100,18 +100,32 @@ def verify_cmd(path, cells, seed, data_root, cache_dir, device, tolerance) -> No
 @main.command("findings")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--arch", default=None, help="The CNN exploiter the findings are read on [default: the most common arch].")
-def findings_cmd(paths: tuple[Path, ...], arch: str | None) -> None:
-    """Evaluate the seed papers' findings (F1-F8) on results files or folders; exit 1 if one fails."""
+@click.option("--orderings", is_flag=True, help="Check the field's orderings (O1-O11, bench.orderings) instead of the seed papers' findings.")
+@click.option("--cells-of", "cells_of", default=None, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Read only the rows of this matrix config's cells (e.g. configs/coverage_cpu.yaml), in whichever file they are.")
+def findings_cmd(paths: tuple[Path, ...], arch: str | None, orderings: bool, cells_of: Path | None) -> None:
+    """Evaluate the seed papers' findings (F1-F8), or the field's orderings, on results files or
+    folders; exit 1 if one fails."""
     import sys
 
     import pandas as pd
 
-    from bench.findings import evaluate
+    from bench import findings
+    from bench import orderings as ordering_checks
     from bench.lab import load
     from bench.results import read_rows
 
+    keys = None
+    if cells_of is not None:
+        from bench.configfile import load_matrix
+        from bench.plan import plan
+
+        keys = plan(load_matrix(cells_of)).keys()
     frames = [load(p) if p.is_dir() else pd.DataFrame([r.model_dump() for r in read_rows(p)]) for p in paths]
-    results = evaluate(pd.concat(frames, ignore_index=True), arch)
+    df = pd.concat(frames, ignore_index=True).drop_duplicates("cell_hash", keep="last")
+    if keys is not None:
+        df = df[df["cell_hash"].isin(keys)]
+    results = ordering_checks.evaluate(df) if orderings else findings.evaluate(df, arch)
     for f, o in results:
         mark = {True: "holds   ", False: "FAILS   ", None: "not run "}[o.holds]
         click.echo(f"{f.key} {mark} {f.claim}\n      measured: {o.measured}\n      paper ({f.source}): {f.paper}")
