@@ -31,12 +31,7 @@ def load(results_dir: str | Path = "results", cells_of: str | Path | None = None
     file they were recorded (two configs that name the same cell share its one row)."""
     from bench.results import NotAResultsFile, read_rows, results_files
 
-    keys = None
-    if cells_of is not None:
-        from bench.configfile import load_matrix
-        from bench.plan import plan
-
-        keys = plan(load_matrix(cells_of)).keys()
+    keys = None if cells_of is None else cell_keys(cells_of)
     rows: dict[str, ResultRow] = {}
     for path in results_files(Path(results_dir)):
         try:
@@ -46,6 +41,14 @@ def load(results_dir: str | Path = "results", cells_of: str | Path | None = None
         except NotAResultsFile:
             continue
     return _frame(list(rows.values()))
+
+
+def cell_keys(config: str | Path) -> set[str]:
+    """The cell hashes of a matrix config: what selects its rows from any results file."""
+    from bench.configfile import load_matrix
+    from bench.plan import plan
+
+    return plan(load_matrix(config)).keys()
 
 
 def run(config: str | Path | dict, results_dir: str | Path | None = None, *, data_root: str | Path | None = None,

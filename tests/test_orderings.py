@@ -83,10 +83,7 @@ def test_share_discounts_the_defenses_own_clean_cost():
 def test_the_coverage_matrixs_cells_are_read_from_every_file_that_records_them():
     """coverage_cpu names cells repro_cpu ran first (the same hash): they count once, from
     whichever file holds them; the cifar10-mini rows in coverage_cpu.csv are another matrix's."""
-    from bench.configfile import load_matrix
-    from bench.plan import plan
-
-    keys = plan(load_matrix(REPO / "configs" / "coverage_cpu.yaml")).keys()
+    keys = lab.cell_keys(REPO / "configs" / "coverage_cpu.yaml")
     df = lab.load(REPO / "results", cells_of=REPO / "configs" / "coverage_cpu.yaml")
     assert len(df) > 0 and set(df.cell_hash) <= keys and df.cell_hash.is_unique
     assert set(df.matrix) == {"coverage_cpu", "repro_cpu"} and set(df.dataset) == {"cifar10"}

@@ -100,7 +100,7 @@ def verify_cmd(path, cells, seed, data_root, cache_dir, device, tolerance) -> No
 @main.command("findings")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--arch", default=None, help="The CNN exploiter the findings are read on [default: the most common arch].")
-@click.option("--orderings", is_flag=True, help="Check the field's orderings (O1-O11, bench.orderings) instead of the seed papers' findings.")
+@click.option("--orderings", is_flag=True, help="Check the field's orderings (O1-O12, bench.orderings) instead of the seed papers' findings.")
 @click.option("--cells-of", "cells_of", default=None, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Read only the rows of this matrix config's cells (e.g. configs/coverage_cpu.yaml), in whichever file they are.")
 def findings_cmd(paths: tuple[Path, ...], arch: str | None, orderings: bool, cells_of: Path | None) -> None:
@@ -112,19 +112,13 @@ def findings_cmd(paths: tuple[Path, ...], arch: str | None, orderings: bool, cel
 
     from bench import findings
     from bench import orderings as ordering_checks
-    from bench.lab import load
+    from bench.lab import cell_keys, load
     from bench.results import read_rows
 
-    keys = None
-    if cells_of is not None:
-        from bench.configfile import load_matrix
-        from bench.plan import plan
-
-        keys = plan(load_matrix(cells_of)).keys()
     frames = [load(p) if p.is_dir() else pd.DataFrame([r.model_dump() for r in read_rows(p)]) for p in paths]
     df = pd.concat(frames, ignore_index=True).drop_duplicates("cell_hash", keep="last")
-    if keys is not None:
-        df = df[df["cell_hash"].isin(keys)]
+    if cells_of is not None:
+        df = df[df["cell_hash"].isin(cell_keys(cells_of))]
     results = ordering_checks.evaluate(df) if orderings else findings.evaluate(df, arch)
     for f, o in results:
         mark = {True: "holds   ", False: "FAILS   ", None: "not run "}[o.holds]
