@@ -75,8 +75,8 @@ number from the CUDA paper's Table 2 (its AT is 4/255, not APBench's 8/255, so n
 
 
 def _mean(cells: Cells, attack: str, defense: str) -> str:
-    got = cells.get(attack, defense)
-    return "—" if got is None else f"{got[0]:.1f}"
+    m = cells.mean(attack, defense)
+    return "—" if m is None else f"{m:.1f}"
 
 
 def draws_markdown(rows: list[PaperRow], columns: tuple[str, ...], draws: list[tuple[str, pd.DataFrame]]) -> str:

@@ -157,15 +157,11 @@ def make_section(sec: pd.DataFrame, budget: dict, arch: str) -> Section:
             robust[(a, d)] = (fgsm.mean() if len(fgsm) else None, pgd.mean() if len(pgd) else None)
     attacks = _order(main["attack"], REFERENCE_ATTACK)
     defenses = _order(main["defense"], REFERENCE_DEFENSE)
-    worst, faced = {}, {}
-    for a in attacks:
-        cells = [(grid[(a, d)].mean, d) for d in defenses if (a, d) in grid]
-        faced[a] = len(cells)
-        if cells:
-            acc, d = max(cells, key=lambda t: (t[0], t[1]))
-            worst[a] = (acc, d)
+    faced = {a: sum((a, d) in grid for d in defenses) for a in attacks}
+    worst = {a: w for a in attacks if (w := _worst(grid, a, defenses)) is not None}
     ranking = _rank(grid, [a for a in worst if a != REFERENCE_ATTACK], defenses)
     shared = shared_defenses(grid, [a for _, a, _, _ in ranking], defenses)
+    shared_ranking = _rank(grid, [a for _, a, _, _ in ranking if all((a, d) in grid for d in shared)], shared) if shared else []
     costs = _costs(main, grid, defenses)
     partial = {
         (a, float(r)): Stat.of(list(g["clean_acc_final"]), list(g["clean_acc_peak"]))
@@ -176,7 +172,7 @@ def make_section(sec: pd.DataFrame, budget: dict, arch: str) -> Section:
         epochs=int(budget["epochs"]), train=budget["train"], train_config=_json(sec["train_config"].iloc[0]),
         classes=int(sec["classes"].iloc[0]), matrices=sorted(set(sec["matrix"])), attacks=attacks, defenses=defenses,
         grid=grid, robust=robust, worst=worst, faced=faced, ranking=ranking, costs=costs, partial=partial,
-        shared=shared, shared_ranking=_rank(grid, [a for _, a, _, _ in ranking if all((a, d) in grid for d in shared)], shared) if shared else [],
+        shared=shared, shared_ranking=shared_ranking,
         sources=sorted(set(sec["source_arch"]) - {""}), subset=int(budget["subset"]),
     )
     s.marks, s.notes = _defense_marks(main)
@@ -192,15 +188,17 @@ def make_section(sec: pd.DataFrame, budget: dict, arch: str) -> Section:
     return s
 
 
+def _worst(grid: dict, attack: str, defenses) -> tuple[float, str] | None:
+    """The attack's worst case over ``defenses``: the best mean any of them it faced recovers,
+    with that defense (ties to the later name); None if it faced none of them."""
+    cells = [(grid[(attack, d)].mean, d) for d in defenses if (attack, d) in grid]
+    return max(cells) if cells else None
+
+
 def _rank(grid: dict, attacks: list[str], defenses) -> list[tuple[int, str, float, str]]:
     """(rank, attack, worst case, the defense that gives it) over ``defenses``, lowest first;
     an attack is ranked on the defenses of ``defenses`` it faced."""
-    worst = []
-    for a in attacks:
-        cells = [(grid[(a, d)].mean, d) for d in defenses if (a, d) in grid]
-        if cells:
-            acc, d = max(cells, key=lambda t: (t[0], t[1]))
-            worst.append((acc, a, d))
+    worst = [(w[0], a, w[1]) for a in attacks if (w := _worst(grid, a, defenses)) is not None]
     return [(i + 1, a, acc, d) for i, (acc, a, d) in enumerate(sorted(worst, key=lambda t: (t[0], t[1])))]
 
 
